@@ -1,0 +1,21 @@
+"""What a model is: the mixer contract, the mixers, the backbone, accounting and size matching."""
+
+from . import attention, linear_attention, mamba  # noqa: F401  (importing registers the mixers)
+from .attention import Attention
+from .linear_attention import LinearAttention
+from .mamba import Mamba
+from .mixer import MIXERS, Mixer, State, get_mixer, register
+from .model import LanguageModel, MixerFactory, ModelConfig, preset
+from .sizing import match_params, match_width, non_embedding_params
+
+
+def no_weight_decay(name: str, param) -> bool:
+    """Whether an optimiser should exempt this parameter from weight decay (norms, biases, A_log, D)."""
+    return param.ndim < 2 or getattr(param, "_no_weight_decay", False)
+
+
+__all__ = [
+    "MIXERS", "Attention", "LanguageModel", "LinearAttention", "Mamba", "Mixer", "MixerFactory", "ModelConfig",
+    "State", "get_mixer", "match_params", "match_width", "no_weight_decay", "non_embedding_params", "preset",
+    "register",
+]

@@ -1,0 +1,102 @@
+"""Causal linear attention: a positive feature map, a (heads, dk, dv) fast-weight state, chunked training form."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kernels.linear_attention import chunked_linear_attention, linear_attention_step
+
+from .mixer import Mixer, State, positive_int, register
+
+FEATURE_MAPS = {
+    "elu": lambda x: F.elu(x) + 1.0,
+    "relu": F.relu,
+    "identity": lambda x: x,
+}
+
+
+@register
+class LinearAttention(Mixer):
+    """Causal linear attention (Katharopoulos et al.); its decode state is fixed-size, whatever the context."""
+
+    name = "linear_attention"
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int = 4,
+        feature_map: str = "elu",
+        normalize: bool = True,
+        chunk_size: int = 64,
+    ):
+        super().__init__()
+        positive_int("d_model", d_model)
+        positive_int("n_heads", n_heads)
+        positive_int("chunk_size", chunk_size)
+        if d_model % n_heads:
+            raise ValueError(f"linear_attention: d_model={d_model} is not divisible by n_heads={n_heads}")
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(
+                f"linear_attention: unknown feature_map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}"
+            )
+        if normalize and feature_map == "identity":
+            raise ValueError(
+                "linear_attention: normalize=True divides by q.sum(k), which an identity feature map can drive "
+                "to zero; use feature_map='elu' or 'relu', or normalize=False"
+            )
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.feature_map, self.normalize, self.chunk_size = feature_map, normalize, chunk_size
+        self.phi = FEATURE_MAPS[feature_map]
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, l, _ = x.shape
+        q, k, v = self.qkv(x).view(b, l, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self.phi(q), self.phi(k), v
+
+    def _merge(self, y: Tensor) -> Tensor:
+        b, _, l, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, l, self.d_model))
+
+    def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        q, k, v = self._heads(x)
+        s, z = (state["S"], state.get("z")) if state is not None else (None, None)
+        y, s, z = chunked_linear_attention(q, k, v, self.chunk_size, s, z, self.normalize)
+        new_state = {"S": s} if z is None else {"S": s, "z": z}
+        return self._merge(y), new_state
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mix(x, None)[0]
+
+    def init_state(self, batch: int, max_len: int = 0) -> State:
+        p = self.qkv.weight
+        state = {"S": p.new_zeros(batch, self.n_heads, self.head_dim, self.head_dim)}
+        if self.normalize:
+            state["z"] = p.new_zeros(batch, self.n_heads, self.head_dim)
+        return state
+
+    def prefill(self, x: Tensor, max_len: int | None = None) -> tuple[Tensor, State]:
+        return self._mix(x, self.init_state(x.shape[0]))
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        q, k, v = (t[:, :, 0] for t in self._heads(x[:, None, :]))
+        y = linear_attention_step(q, k, v, state["S"], state.get("z"))
+        return self._merge(y[:, :, None])[:, 0], state
+
+    def param_count(self) -> int:
+        return 4 * self.d_model * self.d_model
+
+    def flops_per_token(self, seq_len: int) -> float:
+        d, hd, c = self.d_model, self.head_dim, self.chunk_size
+        padded = -(-seq_len // c) * c  # the chunked form computes on whole chunks
+        # projections; within-chunk q.k and scores@v (dense over the chunk); q@S; the per-chunk k^T v
+        mixing = padded * (2 * 2 * c * d + 2 * 2 * d * hd)
+        return 2 * 4 * d * d + mixing / max(seq_len, 1)
+
+    def state_bytes(self, seq_len: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> int:
+        elem = torch.empty((), dtype=dtype).element_size()
+        per_head = self.head_dim * self.head_dim + (self.head_dim if self.normalize else 0)
+        return batch * self.n_heads * per_head * elem

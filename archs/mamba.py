@@ -1,0 +1,148 @@
+"""The Mamba-1 block (Gu & Dao 2023): gated selective state-space model with a short causal convolution."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import kernels
+
+from .mixer import Mixer, State, positive_int, register
+
+
+@register
+class Mamba(Mixer):
+    """Mamba-1: in_proj -> causal depthwise conv -> SiLU -> selective scan (+D skip) -> * SiLU(z) -> out_proj."""
+
+    name = "mamba"
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        scan_backend: str = "auto",
+    ):
+        super().__init__()
+        for field, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
+            positive_int(field, value)
+        if dt_rank is not None:
+            positive_int("dt_rank", dt_rank)
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"mamba: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+        if scan_backend not in kernels.BACKENDS:
+            raise ValueError(f"mamba: unknown scan_backend {scan_backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = expand * d_model
+        self.dt_rank = dt_rank if dt_rank is not None else math.ceil(d_model / 16)
+        self.scan_backend = scan_backend
+        di = self.d_inner
+
+        self.in_proj = nn.Linear(d_model, 2 * di, bias=bias)
+        self.conv1d = nn.Conv1d(di, di, d_conv, groups=di, padding=d_conv - 1, bias=conv_bias)
+        self.x_proj = nn.Linear(di, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, di, bias=True)
+        self.out_proj = nn.Linear(di, d_model, bias=bias)
+
+        # dt_proj keeps the variance of dt at init; its bias is softplus^-1 of dt ~ LogUniform[dt_min, dt_max]
+        std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        # S4D-real: A = -(1, 2, ..., N) for every channel, stored as log in fp32
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(di, 1))
+        self.D = nn.Parameter(torch.ones(di))
+        for p in (self.A_log, self.D, self.dt_proj.bias):
+            p._seqmix_keep_init = True  # the backbone's init must leave these alone
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+
+    def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Post-conv activations x (B, di, L) -> delta (B, di, L), A (di, N), B and C (B, N, L)."""
+        dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
+        A = -torch.exp(self.A_log.float())
+        return delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+
+    def _mix(self, hidden: Tensor, return_state: bool) -> tuple[Tensor, State | None]:
+        length = hidden.shape[1]
+        xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2 di, L)
+        x, z = xz.chunk(2, dim=1)
+        conv_window = F.pad(x, (self.d_conv - 1, 0))[..., length:] if return_state else None  # last d_conv-1 inputs
+        x = F.silu(self.conv1d(x)[..., :length])
+        delta, A, B, C = self._ssm_inputs(x)
+        out = kernels.selective_scan(
+            x, delta, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True, return_last_state=return_state, backend=self.scan_backend,
+        )
+        if not return_state:
+            return self.out_proj(out.transpose(1, 2)), None
+        y, ssm = out
+        return self.out_proj(y.transpose(1, 2)), {"conv": conv_window.contiguous(), "ssm": ssm.float()}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._mix(x, False)[0]
+
+    def init_state(self, batch: int, max_len: int = 0) -> State:
+        w = self.in_proj.weight
+        return {
+            "conv": w.new_zeros(batch, self.d_inner, self.d_conv - 1),
+            "ssm": w.new_zeros(batch, self.d_inner, self.d_state, dtype=torch.float32),
+        }
+
+    def prefill(self, x: Tensor, max_len: int | None = None) -> tuple[Tensor, State]:
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape), self.init_state(x.shape[0])
+        y, state = self._mix(x, True)
+        return y, state
+
+    def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, di) each
+        window = torch.cat([state["conv"], xi[..., None]], dim=-1)  # (B, di, d_conv)
+        state["conv"] = window[..., 1:]
+        xc = (window * self.conv1d.weight[:, 0]).sum(-1)
+        if self.conv1d.bias is not None:
+            xc = xc + self.conv1d.bias
+        xc = F.silu(xc)
+        delta, A, B, C = self._ssm_inputs(xc[..., None])
+        y = kernels.selective_state_update(
+            state["ssm"], xc, delta[..., 0], A, B[..., 0], C[..., 0], self.D.float(), z=z,
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        )
+        return self.out_proj(y.to(x.dtype)), state
+
+    def param_count(self) -> int:
+        d, di, n, r, k = self.d_model, self.d_inner, self.d_state, self.dt_rank, self.d_conv
+        bias = self.in_proj.bias is not None
+        return (
+            d * 2 * di + (2 * di if bias else 0)  # in_proj
+            + di * k + (di if self.conv1d.bias is not None else 0)  # depthwise conv
+            + di * (r + 2 * n)  # x_proj
+            + r * di + di  # dt_proj
+            + di * n + di  # A_log, D
+            + di * d + (d if bias else 0)  # out_proj
+        )
+
+    def flops_per_token(self, seq_len: int) -> float:
+        d, di, n, r, k = self.d_model, self.d_inner, self.d_state, self.dt_rank, self.d_conv
+        matmuls = 2 * (d * 2 * di + di * (r + 2 * n) + r * di + di * d)
+        conv = 2 * di * k
+        # per (channel, state): dt*A, exp, dt*B*u (2), the decay-and-add (2), C*h and its sum (2)
+        scan = 8 * di * n
+        return matmuls + conv + scan
+
+    def state_bytes(self, seq_len: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> int:
+        elem = torch.empty((), dtype=dtype).element_size()
+        return batch * self.d_inner * ((self.d_conv - 1) * elem + self.d_state * 4)  # the SSM state is fp32

@@ -1,0 +1,63 @@
+"""Size models to a parameter budget (or to one width) so that mixers are compared at matched size."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from .model import LanguageModel, ModelConfig
+
+
+def non_embedding_params(config: ModelConfig) -> int:
+    """Parameters outside the (tied) embedding, analytically, without allocating the model."""
+    with torch.device("meta"):
+        return LanguageModel(config).param_count(embedding=False)
+
+
+def _valid_width_at_most(config: ModelConfig, d_model: int, search: int = 512) -> int | None:
+    """The largest width <= d_model that the mixer accepts (e.g. divisible by its heads), if any near it."""
+    for d in range(d_model, max(0, d_model - search), -1):
+        try:
+            with torch.device("meta"):
+                replace(config, d_model=d, d_ff=None).make_mixer()
+        except ValueError:
+            continue
+        return d
+    return None
+
+
+def match_params(config: ModelConfig, target: int, tolerance: float = 0.02, max_width: int = 65536) -> ModelConfig:
+    """Resize config to about `target` non-embedding parameters: the widest d_model the mixer accepts that fits,
+    then the MLP's hidden width to close the gap. Raises if the result is off by more than `tolerance`."""
+    if isinstance(target, bool) or not isinstance(target, int) or target < 1:
+        raise ValueError(f"target must be a positive integer parameter count, got {target!r}")
+
+    def fits(d: int) -> bool:
+        w = _valid_width_at_most(config, d)
+        return w is None or non_embedding_params(replace(config, d_model=w, d_ff=None)) <= target
+
+    lo, hi = 1, max_width
+    while lo < hi:  # the largest d whose nearest accepted width fits the budget
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    width = _valid_width_at_most(config, lo)
+    if width is None:
+        raise ValueError(f"no width up to {lo} is accepted by mixer {config.mixer!r} within {target:,} parameters")
+    best = replace(config, d_model=width, d_ff=None)
+    if best.hidden:  # every extra unit of MLP hidden width costs 2 * d_model per layer
+        gap = target - non_embedding_params(best)
+        best = replace(best, d_ff=max(1, best.hidden + round(gap / (2 * best.d_model * best.n_layers))))
+    got = non_embedding_params(best)
+    if abs(got - target) > tolerance * target:
+        raise ValueError(
+            f"cannot size mixer {best.mixer_name!r} to {target:,} non-embedding parameters within "
+            f"{tolerance:.0%}: the nearest is {got:,} at d_model={best.d_model}"
+            + ("" if best.hidden else "; with mlp_ratio=0 only d_model can move, so add an MLP or raise tolerance")
+        )
+    return best
+
+
+def match_width(config: ModelConfig, d_model: int) -> ModelConfig:
+    """The equal-width alternative: the same d_model (and default MLP) for every mixer."""
+    return replace(config, d_model=d_model, d_ff=None)

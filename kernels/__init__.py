@@ -1,0 +1,7 @@
+"""How the hot loops compute: selective scan backends and chunked linear attention."""
+
+from .dispatch import BACKENDS, selective_scan
+from .scan_ref import selective_scan_ref
+from .state_update import selective_state_update
+
+__all__ = ["BACKENDS", "selective_scan", "selective_scan_ref", "selective_state_update"]
