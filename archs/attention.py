@@ -92,8 +92,9 @@ class Attention(Mixer):
         pos = int(state["pos"])
         q, k, v = self._heads(x[:, None, :], pos)
         if pos >= state["k"].shape[2]:  # out of room: double the cache
-            state["k"] = torch.cat([state["k"], torch.zeros_like(state["k"][:, :, : max(pos, 1)])], dim=2)
-            state["v"] = torch.cat([state["v"], torch.zeros_like(state["v"][:, :, : max(pos, 1)])], dim=2)
+            for key in ("k", "v"):
+                b, h, cap, hd = state[key].shape
+                state[key] = torch.cat([state[key], state[key].new_zeros(b, h, max(cap, 1), hd)], dim=2)
         state["k"][:, :, pos] = k[:, :, 0]
         state["v"][:, :, pos] = v[:, :, 0]
         state["pos"] += 1

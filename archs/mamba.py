@@ -138,7 +138,7 @@ class Mamba(Mixer):
     def flops_per_token(self, seq_len: int) -> float:
         d, di, n, r, k = self.d_model, self.d_inner, self.d_state, self.dt_rank, self.d_conv
         matmuls = 2 * (d * 2 * di + di * (r + 2 * n) + r * di + di * d)
-        conv = 2 * di * k
+        conv = 2 * di * k * (seq_len + k - 1) / max(seq_len, 1)  # the padded conv also computes k-1 discarded outputs
         # per (channel, state): dt*A, exp, dt*B*u (2), the decay-and-add (2), C*h and its sum (2)
         scan = 8 * di * n
         return matmuls + conv + scan

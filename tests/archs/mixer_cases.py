@@ -1,0 +1,19 @@
+"""Every registered mixer, plus the option variants whose forward takes another code path."""
+
+from archs import MIXERS
+
+VARIANTS = {
+    "attention_explicit": ("attention", {"impl": "explicit"}),
+    "attention_norope": ("attention", {"rope": False}),
+    "linear_attention_identity": ("linear_attention", {"feature_map": "identity", "normalize": False}),
+    "linear_attention_relu_chunk5": ("linear_attention", {"feature_map": "relu", "chunk_size": 5}),
+    "mamba_dstate1_conv2": ("mamba", {"d_state": 1, "d_conv": 2, "expand": 1}),
+}
+
+CASES = {name: (name, {}) for name in MIXERS} | VARIANTS
+
+
+def build(case: str, d_model: int):
+    """A fresh mixer for a case name."""
+    name, kwargs = CASES[case]
+    return MIXERS[name](d_model, **kwargs)

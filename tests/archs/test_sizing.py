@@ -1,0 +1,36 @@
+"""Size matching: every mixer's model lands within 2% of the budget, hence of each other."""
+
+import pytest
+
+from archs import MIXERS, ModelConfig, match_params, match_width, non_embedding_params
+
+
+@pytest.mark.parametrize("budget", [100_000, 3_000_000, 100_000_000])
+@pytest.mark.parametrize("n_layers", [2, 6])
+def test_match_params_within_two_percent(budget, n_layers):
+    counts = {}
+    for name in MIXERS:
+        cfg = match_params(ModelConfig(mixer=name, n_layers=n_layers), budget)
+        counts[name] = non_embedding_params(cfg)
+        assert abs(counts[name] - budget) <= 0.02 * budget, (name, counts[name])
+    assert max(counts.values()) <= 1.02 * min(counts.values())
+
+
+def test_match_params_respects_mixer_constraints():
+    cfg = match_params(ModelConfig(mixer="attention", mixer_args={"n_heads": 6}), 500_000)
+    assert cfg.d_model % 12 == 0  # divisible by heads, with an even head dim for rotary embeddings
+
+
+def test_mixer_only_stacks_report_when_unreachable():
+    with pytest.raises(ValueError, match="mlp_ratio=0 only d_model can move"):
+        match_params(ModelConfig(mixer="attention", mlp_ratio=0, n_layers=2, mixer_args={"n_heads": 8}), 10_000)
+
+
+def test_bad_budget():
+    with pytest.raises(ValueError, match="positive integer parameter count, got 0"):
+        match_params(ModelConfig(), 0)
+
+
+def test_match_width_is_equal_width():
+    cfgs = [match_width(ModelConfig(mixer=name, d_ff=7), 96) for name in MIXERS]
+    assert {c.d_model for c in cfgs} == {96} and {c.hidden for c in cfgs} == {384}
