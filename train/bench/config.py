@@ -1,0 +1,175 @@
+"""What a benchmark sweep measures: mixers (with attention in two forms), size, lengths, modes, timing budget."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from archs import ModelConfig, get_mixer, match_params, match_width, non_embedding_params
+
+from .measure import DTYPES, MODES
+
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "attention": ("attention", {"impl": "sdpa"}),
+    "attention_explicit": ("attention", {"impl": "explicit"}),
+}
+"""Benchmark labels that stand for a registered mixer with arguments."""
+
+DEFAULT_MIXERS = ("attention", "attention_explicit", "linear_attention", "mamba")
+DEFAULT_PARAMS = 100_000
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """A benchmarked arm: the label it is reported under, a registered mixer name and its constructor arguments."""
+
+    label: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_mixer(text: str) -> MixerSpec:
+    """'attention_explicit', any registered name, or 'name:key=value,key=value' (values parsed as JSON if they can be)."""
+    if text in ALIASES:
+        name, args = ALIASES[text]
+        return MixerSpec(text, name, dict(args))
+    name, _, rest = text.partition(":")
+    cls = get_mixer(name)  # raises naming the registered mixers
+    args: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"mixer {text!r}: expected name:key=value[,key=value], got the item {item!r}")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return MixerSpec(text, cls.name, args)
+
+
+@dataclass
+class BenchConfig:
+    """A scaling sweep: every mixer x mode x length, each point timed in a fresh worker within a time budget."""
+
+    mixers: tuple[str, ...] = DEFAULT_MIXERS
+    params: int | None = None  # non-embedding parameter budget (archs.match_params); DEFAULT_PARAMS if no width
+    d_model: int | None = None  # or one width for every mixer (archs.match_width)
+    n_layers: int = 2
+    vocab_size: int = 256
+    mlp_ratio: float = 4.0
+    seq_lens: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
+    batch: int = 1
+    tokens_per_batch: int | None = None  # instead of batch: batch = max(1, tokens_per_batch // L)
+    decode_batch: int | None = None  # batch for decode (default: as for the other modes)
+    modes: tuple[str, ...] = MODES
+    decode_steps: int = 16
+    dtype: str = "float32"
+    device: str = "auto"
+    repeats: int = 5
+    warmup: int = 1
+    time_budget_s: float = 60.0
+    memory_limit_gb: float | None = None  # CPU workers' address-space cap; default half of physical memory
+    threads: int | None = None
+    isolate: bool = True
+    seed: int = 0
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.mixers, self.modes = tuple(self.mixers), tuple(self.modes)
+        self.seq_lens = tuple(sorted(set(self.seq_lens)))
+        if not self.mixers:
+            raise ValueError("mixers is empty; name at least one (e.g. attention, linear_attention, mamba)")
+        if len(set(self.mixers)) != len(self.mixers):
+            raise ValueError(f"mixers has duplicates: {list(self.mixers)}")
+        for m in self.mixers:
+            parse_mixer(m)
+        bad_modes = [m for m in self.modes if m not in MODES]
+        if bad_modes or not self.modes:
+            raise ValueError(f"unknown modes {bad_modes or '(none given)'}; choose from {', '.join(MODES)}")
+        if not self.seq_lens or any(not isinstance(n, int) or n < 1 for n in self.seq_lens):
+            raise ValueError(f"seq_lens must be positive integers, got {list(self.seq_lens)}")
+        if self.params is not None and self.d_model is not None:
+            raise ValueError(f"give a parameter budget (params={self.params}) or a width (d_model={self.d_model}), not both")
+        for name in ("n_layers", "vocab_size", "batch", "decode_steps", "repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("params", "d_model", "tokens_per_batch", "decode_batch", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if not self.time_budget_s > 0:
+            raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s!r}")
+        if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:
+            raise ValueError(f"memory_limit_gb must be positive or None, got {self.memory_limit_gb!r}")
+        self.device = resolve_device(self.device)
+
+    @property
+    def specs(self) -> list[MixerSpec]:
+        """The parsed mixer arms, in order."""
+        return [parse_mixer(m) for m in self.mixers]
+
+    def batch_for(self, mode: str, seq_len: int) -> int:
+        """The batch a point runs at."""
+        if mode == "decode" and self.decode_batch is not None:
+            return self.decode_batch
+        if self.tokens_per_batch is not None:
+            return max(1, self.tokens_per_batch // seq_len)
+        return self.batch
+
+    def model_config(self, spec: MixerSpec) -> ModelConfig:
+        """The arm's model, sized to the parameter budget or the shared width."""
+        base = ModelConfig(mixer=spec.name, mixer_args=dict(spec.args), n_layers=self.n_layers,
+                           vocab_size=self.vocab_size, mlp_ratio=self.mlp_ratio)
+        if self.d_model is not None:
+            return match_width(base, self.d_model)
+        return match_params(base, self.params or DEFAULT_PARAMS)
+
+    def sizing(self) -> str:
+        """How models are sized, in words."""
+        if self.d_model is not None:
+            return f"equal width d_model={self.d_model}"
+        return f"matched non-embedding parameters ≈ {self.params or DEFAULT_PARAMS:,}"
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> cuda when present, else cpu; anything else must be cpu or an available cuda device."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use cpu or auto")
+        return device
+    raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda[:N]")
+
+
+def model_summary(config: ModelConfig) -> dict[str, Any]:
+    """The size fields of a model config, for the output."""
+    emb = config.vocab_size * config.d_model
+    ne = non_embedding_params(config)
+    return {"d_model": config.d_model, "d_ff": config.hidden, "params_non_embedding": ne, "params_total": ne + emb}
+
+
+QUICK = dict(
+    seq_lens=(256, 512, 1024, 2048, 4096),
+    repeats=3,
+    warmup=1,
+    decode_steps=8,
+    decode_batch=8,
+    time_budget_s=15.0,
+)
+"""The --quick preset: a short sweep (about two minutes on two CPU cores) that still shows the slopes."""
+
+
+def quick(config: BenchConfig | None = None, **overrides: Any) -> BenchConfig:
+    """config (default BenchConfig()) with the quick preset applied, then overrides."""
+    return replace(config or BenchConfig(), **{**QUICK, **overrides})

@@ -1,0 +1,158 @@
+"""Measure one benchmark point in the current process: build the model, time one mode, count its state."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from archs import LanguageModel, ModelConfig
+
+MODES = ("train", "prefill", "decode")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One cell of the sweep: a sized model, a mode, a length and a batch, plus how to time it."""
+
+    label: str
+    config: ModelConfig
+    mode: str
+    seq_len: int
+    batch: int
+    dtype: str = "float32"
+    device: str = "cpu"
+    repeats: int = 5
+    warmup: int = 1
+    decode_steps: int = 16
+    time_budget_s: float = 60.0
+    seed: int = 0
+
+
+class Probe:
+    """Memory marks a measure function sets: `baseline()` just before the measured work, read back after it."""
+
+    def baseline(self) -> None:
+        """Record the memory in use now; the peak is reported relative to it."""
+
+
+def sync(device: str) -> None:
+    """Wait for queued device work so that wall time covers it."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], None], device: str, warmup: int, repeats: int, deadline: float) -> list[float]:
+    """Run fn `warmup` times, then time up to `repeats` calls, stopping early (after one) when the next would pass deadline."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: list[float] = []
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() + max(times) > deadline:
+            break
+    return times
+
+
+def state_tensor_bytes(states: list[dict[str, torch.Tensor]]) -> int:
+    """Bytes held by every tensor of every layer's decode state."""
+    return sum(t.numel() * t.element_size() for state in states for t in state.values())
+
+
+def clone_states(states: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """A deep copy of decode states, so each timed repeat starts from the same context."""
+    return [{k: t.clone() for k, t in state.items()} for state in states]
+
+
+def build_model(point: Point) -> LanguageModel:
+    """The point's model on its device and dtype, seeded."""
+    torch.manual_seed(point.seed)
+    return LanguageModel(point.config).to(device=point.device, dtype=DTYPES[point.dtype])
+
+
+def measure_point(point: Point, probe: Probe) -> dict:
+    """Time one point; returns wall times (s), and for prefill/decode the analytic and held state bytes."""
+    deadline = time.perf_counter() + 0.85 * point.time_budget_s  # leave room before the worker gets killed
+    model = build_model(point)
+    gen = torch.Generator().manual_seed(point.seed)
+    vocab, b, length, device = point.config.vocab_size, point.batch, point.seq_len, point.device
+    idx = torch.randint(vocab, (b, length), generator=gen).to(device)
+    out: dict = {}
+
+    if point.mode == "train":
+        model.train()
+        targets = torch.randint(vocab, (b, length), generator=gen).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def run() -> None:
+            logits = model(idx)
+            F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        probe.baseline()
+        times = time_calls(run, device, point.warmup, point.repeats, deadline)
+    elif point.mode == "prefill":
+        model.eval()
+        held: list = []
+
+        def run() -> None:
+            held[:] = model.prefill(idx)[1]
+
+        probe.baseline()
+        with torch.inference_mode():
+            times = time_calls(run, device, point.warmup, point.repeats, deadline)
+        out["state_bytes_measured"] = state_tensor_bytes(held)
+    elif point.mode == "decode":
+        model.eval()
+        steps = point.decode_steps
+        with torch.inference_mode():
+            out["state_bytes_measured"] = state_tensor_bytes(model.prefill(idx)[1])
+            # room for every step up front, so the KV cache never grows inside the timed region
+            _, prompt_states = model.prefill(idx, max_len=length + steps)
+            tokens = torch.randint(vocab, (steps, b), generator=gen).to(device)
+            probe.baseline()
+
+            def run() -> None:
+                states = clone_states(prompt_states)
+                sync(device)
+                t0 = time.perf_counter()
+                for t in range(steps):
+                    model.step(tokens[t], states)
+                sync(device)
+                per_token.append((time.perf_counter() - t0) / steps)
+
+            per_token: list[float] = []
+            time_calls(run, device, point.warmup, point.repeats, deadline)
+            times = per_token[point.warmup:]  # the clone is outside the timed region
+    else:
+        raise ValueError(f"unknown mode {point.mode!r}; choose one of {', '.join(MODES)}")
+
+    if point.mode != "train":
+        out["state_bytes"] = model.state_bytes(length, b, DTYPES[point.dtype])
+    out["times"] = times
+    return out
+
+
+def time_stats(times: list[float]) -> dict[str, float]:
+    """Median, quartiles and extremes of repeated wall times."""
+    if len(times) >= 2:
+        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    else:
+        q1 = q3 = times[0]
+    return {
+        "time_median_s": statistics.median(times),
+        "time_q25_s": q1,
+        "time_q75_s": q3,
+        "time_min_s": min(times),
+        "time_max_s": max(times),
+    }

@@ -1,0 +1,63 @@
+"""Log-log plots of time and memory against sequence length: one panel per mode, one line per mixer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from .summary import cost, memory  # noqa: E402
+
+TIME_LABELS = {"train": "s per step per sequence", "prefill": "s per prompt", "decode": "s per generated token"}
+MEMORY_LABELS = {"train": "peak bytes per sequence", "prefill": "peak bytes per prompt", "decode": "decode-state bytes"}
+
+
+def _panel(ax, rows: list[dict[str, Any]], mode: str, value, ylabel: str, fits: dict[str, Any], key: str) -> None:
+    for mixer in dict.fromkeys(r["mixer"] for r in rows):
+        pts = sorted((r["seq_len"], value(r)) for r in rows
+                     if r["mixer"] == mixer and r["mode"] == mode and r["status"] == "ok" and value(r))
+        if not pts:
+            continue
+        fit = fits.get(mode, {}).get(mixer, {}).get(key)
+        label = f"{mixer} (slope {fit['exponent']:.2f})" if fit else mixer
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        failed = [r for r in rows if r["mixer"] == mixer and r["mode"] == mode and r["status"] in ("oom", "timeout")]
+        for r in failed:  # mark where the line stops, and why
+            ax.annotate(r["status"], (r["seq_len"], pts[-1][1]), fontsize=7, ha="center", va="bottom")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_title(mode)
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+
+
+def plot_rows(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write time.png and memory.png into out_dir; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    env = summary["environment"]
+    title = f"{env['device_name']} ({env['device']}), torch {env['torch_version']}, {env['threads']} threads"
+    paths = []
+    for name, value, labels, key in (("time", cost, TIME_LABELS, "time"), ("memory", memory, MEMORY_LABELS, "memory")):
+        fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
+        for ax, mode in zip(axes[0], modes, strict=True):
+            ylabel = labels[mode]
+            kinds = {r["mem_kind"] for r in rows if r["mode"] == mode and r["status"] == "ok" and r.get("mem_kind")}
+            if name == "memory" and mode != "decode" and kinds:
+                ylabel += f"\n({', '.join(sorted(kinds))})"
+            _panel(ax, rows, mode, value, ylabel, summary["fits"], key)
+        fig.suptitle(f"seqmix bench: {name} vs L — {title}", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
