@@ -1,7 +1,14 @@
 """How the hot loops compute: selective scan backends and chunked linear attention."""
 
-from .dispatch import BACKENDS, selective_scan
+from .dispatch import BACKENDS, available_backends, resolve_backend, selective_scan
 from .scan_ref import selective_scan_ref
 from .state_update import selective_state_update
 
-__all__ = ["BACKENDS", "selective_scan", "selective_scan_ref", "selective_state_update"]
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "resolve_backend",
+    "selective_scan",
+    "selective_scan_ref",
+    "selective_state_update",
+]

@@ -2,11 +2,87 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+
+import torch
 from torch import Tensor
 
 from .scan_ref import selective_scan_ref
+from .scan_torch import selective_scan_torch
+from .validate import check_scan_inputs
 
-BACKENDS = ("auto", "ref")
+BACKENDS = ("auto", "ref", "torch", "triton", "mamba_ssm")
+
+_MAMBA_HINT = "pip install seqmix[cuda]"
+
+
+def _interpret_requested() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def _mamba_ssm_fn(device: torch.device) -> Callable:
+    """mamba_ssm's CUDA selective_scan_fn, or RuntimeError saying what is missing."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        raise RuntimeError(f"backend 'mamba_ssm' needs the mamba-ssm package: {_MAMBA_HINT}")
+    if device.type != "cuda":
+        raise RuntimeError(f"backend 'mamba_ssm' needs CUDA tensors; got device {device.type}")
+    stub = sys.modules.get("selective_scan_cuda")
+    if stub is not None and not hasattr(stub, "fwd"):
+        raise RuntimeError("backend 'mamba_ssm' needs mamba-ssm's compiled CUDA extension; only a CPU stub is loaded")
+    try:
+        module = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
+    except ImportError as err:
+        raise RuntimeError(f"backend 'mamba_ssm' needs mamba-ssm built with CUDA ({err}): {_MAMBA_HINT}") from err
+    return module.selective_scan_fn
+
+
+def _triton_fn(device: torch.device) -> Callable:
+    """kernels.scan_triton's entry point, or RuntimeError saying what is missing."""
+    if importlib.util.find_spec("triton") is None:
+        raise RuntimeError("backend 'triton' needs the triton package (Linux only): pip install triton")
+    if device.type != "cuda" and not _interpret_requested():
+        raise RuntimeError(f"backend 'triton' needs CUDA tensors or TRITON_INTERPRET=1; got device {device.type}")
+    from .scan_triton import selective_scan_triton
+
+    return selective_scan_triton
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Concrete backends that can run on tensors on `device` in this environment."""
+    device = torch.device(device)
+    found = ["ref", "torch"]
+    for name in ("triton", "mamba_ssm"):
+        try:
+            resolve_backend(name, device)
+        except RuntimeError:
+            continue
+        found.append(name)
+    return found
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The concrete backend `backend` means for tensors on `device`; RuntimeError if it cannot run there."""
+    device = torch.device(device)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if device.type != "cuda":
+            return "torch"
+        for name in ("mamba_ssm", "triton"):
+            try:
+                return resolve_backend(name, device)
+            except RuntimeError:
+                continue
+        return "torch"
+    if backend == "triton":
+        _triton_fn(device)
+    elif backend == "mamba_ssm":
+        _mamba_ssm_fn(device)
+    return backend
 
 
 def selective_scan(
@@ -25,4 +101,13 @@ def selective_scan(
     """Selective scan with mamba_ssm's `selective_scan_fn` semantics: u, delta, z (B, D, L); A (D, N); B, C (B, [G,] N, L)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    name = resolve_backend(backend, u.device)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if name == "ref":
+        return selective_scan_ref(*args)
+    if name == "torch":
+        return selective_scan_torch(*args)
+    if name == "triton":
+        return _triton_fn(u.device)(*args)
+    return _mamba_ssm_fn(u.device)(*args)

@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def _check(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D, z, delta_bias) -> None:
+    if state.dim() != 3:
+        raise ValueError(f"state must have shape (batch, dim, d_state); got {tuple(state.shape)}")
+    batch, dim, d_state = state.shape
+    for name, t in (("u", u), ("delta", delta), ("z", z)):
+        if t is not None and tuple(t.shape) != (batch, dim):
+            raise ValueError(f"{name} must have shape (batch, dim) = {(batch, dim)}; got {tuple(t.shape)}")
+    if tuple(A.shape) != (dim, d_state):
+        raise ValueError(f"A must have shape (dim, d_state) = {(dim, d_state)}; got {tuple(A.shape)}")
+    for name, M in (("B", B), ("C", C)):
+        grouped = M.dim() == 3 and M.shape[0] == batch and M.shape[2] == d_state and dim % M.shape[1] == 0
+        if tuple(M.shape) != (batch, d_state) and not grouped:
+            raise ValueError(
+                f"{name} must have shape (batch, d_state) = {(batch, d_state)} or (batch, groups, d_state) with "
+                f"groups dividing dim={dim}; got {tuple(M.shape)}"
+            )
+    for name, v in (("D", D), ("delta_bias", delta_bias)):
+        if v is not None and tuple(v.shape) != (dim,):
+            raise ValueError(f"{name} must have shape (dim,) = ({dim},); got {tuple(v.shape)}")
+
+
+def _per_channel(M: Tensor, dim: int) -> Tensor:
+    """(batch, N) or (batch, G, N) -> (batch, dim, N) fp32."""
+    M = M.float()
+    if M.dim() == 2:
+        return M.unsqueeze(1)
+    return M.repeat_interleave(dim // M.shape[1], dim=1)
 
 
 def selective_state_update(
@@ -18,18 +48,20 @@ def selective_state_update(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
 ) -> Tensor:
-    """Advance state (B, D, N) in place by one token: u, delta, z (B, D); A (D, N); B, C (B, N). Returns y (B, D)."""
-    dtype_in = u.dtype
-    u, delta = u.float(), delta.float()
+    """Advance state (B, D, N) in place by one token: u, delta, z (B, D); A (D, N); B, C (B, [G,] N). Returns y (B, D)."""
+    _check(state, u, delta, A, B, C, D, z, delta_bias)
+    dim = state.shape[1]
+    dt = delta.float()
     if delta_bias is not None:
-        delta = delta + delta_bias.float()
+        dt = dt + delta_bias.float()
     if delta_softplus:
-        delta = F.softplus(delta)
-    dA = (delta[..., None] * A.float()).exp()
-    state.mul_(dA).add_((delta * u)[..., None] * B.float()[:, None, :])
-    y = (state * C.float()[:, None, :]).sum(-1)
+        dt = F.softplus(dt)
+    h = torch.exp(dt[..., None] * A.float()) * state.float()
+    h = h + (dt * u.float())[..., None] * _per_channel(B, dim)
+    state.copy_(h)
+    y = (h * _per_channel(C, dim)).sum(-1)
     if D is not None:
-        y = y + u * D.float()
+        y = y + u.float() * D.float()
     if z is not None:
         y = y * F.silu(z.float())
-    return y.to(dtype_in)
+    return y.to(u.dtype)

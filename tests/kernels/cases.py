@@ -1,0 +1,85 @@
+"""Random selective-scan problems and comparison helpers shared by the kernel tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kernels.scan_ref import selective_scan_ref
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+@dataclass(frozen=True)
+class Case:
+    batch: int = 2
+    dim: int = 6
+    d_state: int = 4
+    length: int = 37
+    groups: int | None = None  # None: B, C are (batch, N, L); G: (batch, G, N, L)
+    z: bool = True
+    D: bool = True
+    bias: bool = True
+    softplus: bool = True
+    dtype: torch.dtype = torch.float32
+
+    def inputs(self, seed: int = 0, dt_scale: float = 0.5) -> dict[str, torch.Tensor | None]:
+        """Inputs in the Mamba regime: A < 0, delta >= 0 after the optional softplus."""
+        g = torch.Generator().manual_seed(seed)
+
+        def r(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=g)
+
+        b, d, n, length = self.batch, self.dim, self.d_state, self.length
+        bc = (b, n, length) if self.groups is None else (b, self.groups, n, length)
+        delta = r(b, d, length) * dt_scale
+        ins = {
+            "u": r(b, d, length),
+            "delta": delta if self.softplus else delta.abs(),
+            "A": -(torch.rand(d, n, generator=g) * 2 + 0.1),
+            "B": r(*bc),
+            "C": r(*bc),
+            "D": r(d) if self.D else None,
+            "z": r(b, d, length) if self.z else None,
+            "delta_bias": r(d) * 0.1 if self.bias else None,
+        }
+        return {k: (v.to(self.dtype) if v is not None and k in ("u", "delta", "B", "C", "z") else v) for k, v in ins.items()}
+
+
+def run(fn, case: Case, ins: dict, grads: bool = True, seed: int = 1):
+    """Output, last state and (optionally) gradients of every input for a loss that uses both outputs."""
+    leaves = {k: (v.detach().clone().requires_grad_(grads) if v is not None else None) for k, v in ins.items()}
+    out, last = fn(*(leaves[k] for k in NAMES), delta_softplus=case.softplus, return_last_state=True)
+    if not grads:
+        return out.detach(), last.detach(), {}
+    g = torch.Generator().manual_seed(seed)
+    w_out = torch.randn(out.shape, generator=g).to(out.dtype)
+    w_last = torch.randn(last.shape, generator=g)
+    loss = (out.float() * w_out.float()).sum() + (last * w_last).sum()
+    names = [k for k in NAMES if leaves[k] is not None]
+    got = torch.autograd.grad(loss, [leaves[k] for k in names])
+    return out.detach(), last.detach(), dict(zip(names, got, strict=True))
+
+
+def reference(case: Case, ins: dict, grads: bool = True):
+    """The sequential reference on the same inputs, in fp32."""
+    ins32 = {k: (v.float() if v is not None else None) for k, v in ins.items()}
+    return run(selective_scan_ref, case, ins32, grads)
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, tol: float, what: str) -> None:
+    """Max abs error within tol * (1 + max |want|)."""
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    err = (got.float() - want.float()).abs().max().item() if got.numel() else 0.0
+    scale = 1.0 + (want.float().abs().max().item() if want.numel() else 0.0)
+    assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol:.1g} * {scale:.3g}"
+
+
+def assert_matches(got, want, tol: float = 2e-5) -> None:
+    """Outputs, last states and every gradient agree."""
+    assert_close(got[0], want[0], tol, "output")
+    assert_close(got[1], want[1], tol, "last state")
+    assert got[2].keys() == want[2].keys()
+    for name in want[2]:
+        assert_close(got[2][name], want[2][name], tol, f"grad of {name}")
