@@ -1,0 +1,327 @@
+"""Triton selective scan: chunked forward and backward kernels built on tl.associative_scan.
+
+One program owns (batch, group, block of channels) and walks L in chunks of BLOCK_L steps, holding the
+(BLOCK_H, N) state in registers. Inside a chunk the recurrence h_t = a_t h_{t-1} + x_t is a parallel scan of
+(decay, value) pairs; the forward writes only each chunk's start state, and the backward walks the chunks in
+reverse, recomputing the chunk's states from that start state and running the adjoint as a reverse scan.
+Import this module only where Triton can run: on CUDA, or with TRITON_INTERPRET=1 set before the import.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .validate import as_grouped, groups_of
+
+INTERPRETED = triton.knobs.runtime.interpret  # decided once, when the kernels below are decorated
+
+
+@triton.jit
+def _combine(a1, x1, a2, x2):
+    return a1 * a2, a2 * x1 + x2
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(x)), x)
+
+
+@triton.jit
+def _fwd_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+    out_ptr, starts_ptr, last_ptr,
+    L, H, G, N, n_chunks,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_g = tl.program_id(1)
+    offs_h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, BLOCK_L)
+    mask_h, mask_n = offs_h < H, offs_n < N
+    mask_hn = mask_h[:, None] & mask_n[None, :]
+    chan = pid_g * H + offs_h
+    dim = G * H
+    A = tl.load(A_ptr + chan[:, None] * N + offs_n[None, :], mask=mask_hn, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + chan, mask=mask_h, other=0.0).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + chan, mask=mask_h, other=0.0).to(tl.float32)
+    row = (pid_b * dim + chan) * L  # (BLOCK_H,) start of each channel's sequence
+    bc_row = ((pid_b * G + pid_g) * N + offs_n) * L  # (BLOCK_N,)
+    state_row = ((pid_b * dim + chan) * n_chunks)[:, None] * N + offs_n[None, :]
+    h = tl.zeros((BLOCK_H, BLOCK_N), dtype=tl.float32)
+    for c in range(0, n_chunks):
+        offs_l = c * BLOCK_L + offs_t
+        mask_l = offs_l < L
+        m_hl = mask_h[:, None] & mask_l[None, :]
+        m_ln = mask_l[:, None] & mask_n[None, :]
+        tl.store(starts_ptr + state_row + c * N, h, mask=mask_hn)
+        idx = row[:, None] + offs_l[None, :]
+        dt = tl.load(dt_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt += bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        dt = tl.where(m_hl, dt, 0.0)  # steps past L: decay 1, no input
+        u = tl.load(u_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
+        bc_idx = bc_row[None, :] + offs_l[:, None]
+        Bv = tl.load(B_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
+        Cv = tl.load(C_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
+        a = tl.exp(dt[:, :, None] * A[:, None, :])
+        x = (dt * u)[:, :, None] * Bv[None, :, :]
+        pa, px = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
+        hs = px + pa * h[:, None, :]
+        y = tl.sum(hs * Cv[None, :, :], axis=2)
+        h = tl.sum(tl.where(offs_t[None, :, None] == BLOCK_L - 1, hs, 0.0), axis=1)
+        if HAS_D:
+            y += Dv[:, None] * u
+        if HAS_Z:
+            z = tl.load(z_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
+            y = y * z * tl.sigmoid(z)
+        tl.store(out_ptr + idx, y.to(out_ptr.dtype.element_ty), mask=m_hl)
+    tl.store(last_ptr + (pid_b * dim + chan)[:, None] * N + offs_n[None, :], h, mask=mask_hn)
+
+
+@triton.jit
+def _bwd_kernel(
+    u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, starts_ptr, gout_ptr, glast_ptr,
+    du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    L, H, G, N, n_chunks, n_hblocks,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_GOUT: tl.constexpr, HAS_GLAST: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_g = tl.program_id(1)
+    pid_hb = tl.program_id(2)
+    offs_h = pid_hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, BLOCK_L)
+    mask_h, mask_n = offs_h < H, offs_n < N
+    mask_hn = mask_h[:, None] & mask_n[None, :]
+    chan = pid_g * H + offs_h
+    dim = G * H
+    A = tl.load(A_ptr + chan[:, None] * N + offs_n[None, :], mask=mask_hn, other=0.0).to(tl.float32)
+    bias = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + chan, mask=mask_h, other=0.0).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + chan, mask=mask_h, other=0.0).to(tl.float32)
+    row = (pid_b * dim + chan) * L
+    bc_row = ((pid_b * G + pid_g) * N + offs_n) * L
+    state_row = ((pid_b * dim + chan) * n_chunks)[:, None] * N + offs_n[None, :]
+    # Partial sums over this program's channels of the per-group dB, dC: (batch, G, n_hblocks, N, L).
+    part_row = (((pid_b * G + pid_g) * n_hblocks + pid_hb) * N + offs_n) * L
+    e = tl.zeros((BLOCK_H, BLOCK_N), dtype=tl.float32)  # dL/dh reaching the chunk's last step from later steps
+    if HAS_GLAST:
+        e = tl.load(glast_ptr + (pid_b * dim + chan)[:, None] * N + offs_n[None, :], mask=mask_hn, other=0.0)
+    dA_acc = tl.zeros((BLOCK_H, BLOCK_N), dtype=tl.float32)
+    dD_acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    for i in range(0, n_chunks):
+        c = n_chunks - 1 - i
+        h0 = tl.load(starts_ptr + state_row + c * N, mask=mask_hn, other=0.0)
+        offs_l = c * BLOCK_L + offs_t
+        mask_l = offs_l < L
+        m_hl = mask_h[:, None] & mask_l[None, :]
+        m_ln = mask_l[:, None] & mask_n[None, :]
+        # Registers cannot be shifted, so h_{t-1} and a_{t+1} come from loads one step off, masked at the edges.
+        m_prev = mask_l & (offs_t > 0)
+        m_next = ((offs_l + 1) < L) & (offs_t < BLOCK_L - 1)
+        idx = row[:, None] + offs_l[None, :]
+        bc_idx = bc_row[None, :] + offs_l[:, None]
+
+        dt_raw = tl.load(dt_ptr + idx, mask=m_hl, other=0.0).to(tl.float32) + bias[:, None]
+        dt_p = tl.load(dt_ptr + idx - 1, mask=mask_h[:, None] & m_prev[None, :], other=0.0).to(tl.float32)
+        dt_n = tl.load(dt_ptr + idx + 1, mask=mask_h[:, None] & m_next[None, :], other=0.0).to(tl.float32)
+        dt_p += bias[:, None]
+        dt_n += bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(dt_raw)
+            dt_p = _softplus(dt_p)
+            dt_n = _softplus(dt_n)
+        else:
+            dt = dt_raw
+        dt = tl.where(m_hl, dt, 0.0)
+        dt_p = tl.where(mask_h[:, None] & m_prev[None, :], dt_p, 0.0)
+        dt_n = tl.where(mask_h[:, None] & m_next[None, :], dt_n, 0.0)
+        u = tl.load(u_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
+        u_p = tl.load(u_ptr + idx - 1, mask=mask_h[:, None] & m_prev[None, :], other=0.0).to(tl.float32)
+        Bv = tl.load(B_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
+        B_p = tl.load(B_ptr + bc_idx - 1, mask=m_prev[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+        Cv = tl.load(C_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
+
+        a = tl.exp(dt[:, :, None] * A[:, None, :])
+        a_p = tl.exp(dt_p[:, :, None] * A[:, None, :])
+        a_n = tl.exp(dt_n[:, :, None] * A[:, None, :])
+        x = (dt * u)[:, :, None] * Bv[None, :, :]
+        x_p = (dt_p * u_p)[:, :, None] * B_p[None, :, :]
+        pa, px = tl.associative_scan((a_p, x_p), axis=1, combine_fn=_combine)
+        h_prev = px + pa * h0[:, None, :]
+        h = a * h_prev + x
+
+        gout = tl.zeros((BLOCK_H, BLOCK_L), dtype=tl.float32)
+        if HAS_GOUT:
+            gout = tl.load(gout_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
+        gy = gout
+        if HAS_Z:
+            y = tl.sum(h * Cv[None, :, :], axis=2)
+            if HAS_D:
+                y += Dv[:, None] * u
+            z = tl.load(z_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
+            sig = tl.sigmoid(z)
+            gy = gout * z * sig
+            dz = gout * y * sig * (1.0 + z * (1.0 - sig))
+            tl.store(dz_ptr + idx, dz.to(dz_ptr.dtype.element_ty), mask=m_hl)
+        if HAS_D:
+            dD_acc += tl.sum(gy * u, axis=1)
+
+        ga, gs = tl.associative_scan((a_n, gy[:, :, None] * Cv[None, :, :]), axis=1, combine_fn=_combine, reverse=True)
+        g = gs + ga * e[:, None, :]
+        e = tl.sum(tl.where(offs_t[None, :, None] == 0, a * g, 0.0), axis=1)
+
+        q = g * h_prev * a  # dL/d(dt * A) per step and state
+        dA_acc += tl.sum(q * dt[:, :, None], axis=1)
+        gB = tl.sum(g * Bv[None, :, :], axis=2)
+        ddt = tl.sum(q * A[:, None, :], axis=2) + u * gB
+        du = dt * gB
+        if HAS_D:
+            du += Dv[:, None] * gy
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(dt_raw)
+        ddt = tl.where(m_hl, ddt, 0.0)
+        dbias_acc += tl.sum(ddt, axis=1)
+        tl.store(du_ptr + idx, du.to(du_ptr.dtype.element_ty), mask=m_hl)
+        tl.store(ddt_ptr + idx, ddt.to(ddt_ptr.dtype.element_ty), mask=m_hl)
+        dB = tl.sum(g * (dt * u)[:, :, None], axis=0)
+        dC = tl.sum(h * gy[:, :, None], axis=0)
+        part_idx = part_row[None, :] + offs_l[:, None]
+        tl.store(dB_ptr + part_idx, dB, mask=m_ln)
+        tl.store(dC_ptr + part_idx, dC, mask=m_ln)
+    out_row = (pid_b * dim + chan)[:, None] * N + offs_n[None, :]
+    tl.store(dA_ptr + out_row, dA_acc, mask=mask_hn)
+    tl.store(dD_ptr + pid_b * dim + chan, dD_acc, mask=mask_h)
+    tl.store(dbias_ptr + pid_b * dim + chan, dbias_acc, mask=mask_h)
+
+
+def _pow2(n: int) -> int:
+    return max(2, triton.next_power_of_2(n))
+
+
+def _blocks(H: int, N: int, blocks: tuple[int | None, int | None]) -> tuple[int, int, int]:
+    """BLOCK_H, BLOCK_L, BLOCK_N: by default a register tile of about 4K fp32 values per (H, L, N) tensor."""
+    block_h, block_l = blocks
+    block_n = _pow2(N)
+    block_l = _pow2(block_l) if block_l else 32
+    block_h = _pow2(block_h) if block_h else min(_pow2(H), max(2, 4096 // (block_l * block_n)))
+    return block_h, block_l, block_n
+
+
+class _SelectiveScanTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, blocks):
+        batch, dim, length = u.shape
+        G, N = groups_of(B, C), A.shape[1]
+        H = dim // G
+        u_, dt_ = u.contiguous(), delta.contiguous()
+        B_ = as_grouped(B, G).contiguous()
+        C_ = as_grouped(C, G).contiguous()
+        A_ = A.contiguous()
+        z_ = z.contiguous() if z is not None else None
+        D_ = D.contiguous() if D is not None else None
+        bias_ = delta_bias.contiguous() if delta_bias is not None else None
+        BH, BL, BN = _blocks(H, N, blocks)
+        n_chunks = triton.cdiv(length, BL)
+        out = torch.empty_like(u_)
+        starts = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
+        last = u.new_empty(batch, dim, N, dtype=torch.float32)
+        grid = (batch, G, triton.cdiv(H, BH))
+        _fwd_kernel[grid](
+            u_, dt_, A_, B_, C_, D_, z_, bias_, out, starts, last,
+            length, H, G, N, n_chunks,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+            BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN,
+        )  # fmt: skip
+        ctx.save_for_backward(u_, dt_, A_, B, C, D_, z_, bias_, starts)
+        ctx.delta_softplus, ctx.blocks = delta_softplus, blocks
+        ctx.set_materialize_grads(False)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, gout, glast):
+        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
+        batch, dim, length = u.shape
+        G, N = groups_of(B, C), A.shape[1]
+        H = dim // G
+        BH, BL, BN = _blocks(H, N, ctx.blocks)
+        n_chunks, n_hblocks = starts.shape[2], triton.cdiv(H, BH)
+        B_ = as_grouped(B, G).contiguous()
+        C_ = as_grouped(C, G).contiguous()
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        dz = torch.empty_like(z) if z is not None else None
+        f32 = dict(device=u.device, dtype=torch.float32)
+        dA = torch.empty(batch, dim, N, **f32)
+        dB = torch.empty(batch, G, n_hblocks, N, length, **f32)
+        dC = torch.empty(batch, G, n_hblocks, N, length, **f32)
+        dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
+        grid = (batch, G, n_hblocks)
+        _bwd_kernel[grid](
+            u, delta, A, B_, C_, D, z, delta_bias, starts,
+            gout.contiguous() if gout is not None else None,
+            glast.float().contiguous() if glast is not None else None,
+            du, ddelta, dz, dA, dB, dC, dD, dbias,
+            length, H, G, N, n_chunks, n_hblocks,
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
+            HAS_GOUT=gout is not None, HAS_GLAST=glast is not None,
+            BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN,
+        )  # fmt: skip
+        dB, dC = dB.sum(2), dC.sum(2)
+        if B.dim() == 3:
+            dB = dB.sum(1)
+        if C.dim() == 3:
+            dC = dC.sum(1)
+        return (
+            du,
+            ddelta,
+            dA.sum(0).to(A.dtype),
+            dB.to(B.dtype),
+            dC.to(C.dtype),
+            dD.sum(0).to(D.dtype) if D is not None else None,
+            dz,
+            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
+            None,
+            None,
+        )
+
+
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    block_l: int | None = None,
+    block_h: int | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Selective scan with Triton forward and backward kernels (fp32 state, output in u's dtype)."""
+    if u.device.type == "cpu" and not INTERPRETED:
+        raise RuntimeError(
+            "backend 'triton' needs CUDA tensors or TRITON_INTERPRET=1 set before kernels.scan_triton is first "
+            "imported; got device cpu"
+        )
+    if u.shape[-1] == 0:
+        from .scan_ref import selective_scan_ref
+
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    out, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (block_h, block_l))
+    return (out, last) if return_last_state else out

@@ -1,0 +1,73 @@
+"""Triton-kernel cases, run by tests/kernels/test_scan_triton.py in a fresh process (see there why).
+
+Without CUDA they need TRITON_INTERPRET=1 before `import triton` (Triton's own library functions are
+decorated at import time), which this module sets when it is the first to import triton.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available() and "triton" not in sys.modules:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+from kernels import selective_scan  # noqa: E402
+
+from .cases import Case, assert_matches, reference, run  # noqa: E402
+
+
+def _scan(**blocks):
+    from kernels.scan_triton import selective_scan_triton
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def fn(*args, **kwargs):
+        args = [a.to(device) if a is not None else None for a in args]
+        out, last = selective_scan_triton(*args, **kwargs, **blocks)
+        return out.cpu(), last.cpu()
+
+    return fn
+
+
+CASES = {
+    "L-not-multiple-of-chunk": (Case(length=21), dict(block_l=8)),
+    "L=1": (Case(length=1), {}),
+    "N=1-plain": (Case(d_state=1, z=False, D=False, bias=False, softplus=False), dict(block_l=16)),
+    "N=16": (Case(d_state=16, length=10, dim=4), dict(block_l=4)),
+    "N=64": (Case(d_state=64, length=5, dim=2, batch=1), dict(block_l=4)),
+    "grouped-channel-blocks": (Case(groups=2, length=11), dict(block_l=4, block_h=2)),
+    "z-only-ungrouped-channel-blocks": (Case(D=False, bias=False, length=9), dict(block_l=8, block_h=4)),
+}
+
+
+@pytest.mark.parametrize(("case", "blocks"), CASES.values(), ids=CASES.keys())
+def test_triton_matches_reference(case: Case, blocks: dict) -> None:
+    ins = case.inputs()
+    assert_matches(run(_scan(**blocks), case, ins), reference(case, ins))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_half_inputs_accumulate_in_fp32(dtype: torch.dtype) -> None:
+    case = Case(length=9, dim=2, batch=1, dtype=dtype)
+    ins = case.inputs()
+    out, last, grads = run(_scan(block_l=4), case, ins)
+    want = reference(case, ins)
+    assert out.dtype == dtype and last.dtype == torch.float32
+    assert_matches((out, last, {}), (want[0], want[1], {}), tol=1e-2)
+    assert (last - want[1]).abs().max() <= 1e-5 * (1 + want[1].abs().max())
+    for name, g in grads.items():
+        assert g.dtype == ins[name].dtype, name
+
+
+def test_dispatch_reaches_triton() -> None:
+    case = Case(length=6, dim=2, batch=1)
+    ins = case.inputs()
+    fn = functools.partial(selective_scan, backend="triton")
+    if torch.cuda.is_available():
+        fn = _scan()
+    assert_matches(run(fn, case, ins), reference(case, ins))
