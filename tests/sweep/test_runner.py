@@ -262,3 +262,19 @@ def test_a_rerun_kills_runs_orphaned_by_a_killed_runner_before_redoing_them(tmp_
     wait_for(gone, timeout=5)
     starts, ends, _ = launches(log)
     assert sum(starts.values()) == 2 and sum(ends.values()) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_runner_kills_its_runs_and_records_none_of_them(tmp_path, log, sig):
+    psutil = pytest.importorskip("psutil")
+    sweep = write_sweep(tmp_path, {"x": {"values": [1, 2]}, "sleep": {"value": 30}})
+    out = tmp_path / "out"
+    runner = spawn_runner(sweep, out, stub_env(log), "--workers", "2")
+    wait_for(lambda: len(launches(log)[2]) == 2)
+    runner.send_signal(sig)
+    output, _ = runner.communicate(timeout=20)
+    assert runner.returncode == 130, output
+    assert "stopped; runs that did not finish have no row" in output
+    assert not (out / "results.csv").exists() or read_table(out)[1] == []
+    for pids in launches(log)[2].values():
+        assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -84,7 +85,10 @@ def run_cli(argv: list[str] | None = None) -> int:
     for w in _warnings(spec):
         print(f"seqmix sweep: note: {w}", file=sys.stderr)
     if args.dry_run:
-        _dry_run(spec, runs, opts.out)
+        try:
+            _dry_run(spec, runs, opts.out)
+        except BrokenPipeError:  # e.g. `seqmix sweep FILE --dry-run | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     runner = SweepRunner(spec, runs, opts)
     try:
