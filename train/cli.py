@@ -1,0 +1,212 @@
+"""The `seqmix` command: Lightning's fit / validate / test / predict for any mixer and task, plus the other tools."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import netrc
+import os
+import sys
+from collections.abc import Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.core import LightningDataModule
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from .callbacks import FinalMetrics, PerfMonitor
+from .module import LMTask
+
+SUBCOMMANDS = {
+    "bench": "train.bench.cli:main",
+    "evaluate": "train.evaluate:main",
+    "sweep": "train.sweep:main",
+    "compare": "train.compare:main",
+}
+"""Tools dispatched before LightningCLI: name -> "module:function", imported only when run; called with the
+remaining arguments (``main(argv)``; a ``main()`` without parameters sees them in sys.argv instead)."""
+
+DESCRIPTIONS = {
+    "fit": "train a model (e.g. seqmix fit -c experiments/configs/mqar.yaml -c experiments/configs/mixers/mamba.yaml)",
+    "validate": "evaluate a model on the validation split(s)",
+    "test": "evaluate a model on the test split(s) (e.g. --ckpt_path <run>/checkpoints/last.ckpt)",
+    "predict": "run a model over the predict split",
+    "bench": "measure training / prefill / decode throughput and memory across sequence lengths",
+    "evaluate": "evaluate trained checkpoints (length generalisation, grids)",
+    "sweep": "run a grid or random sweep of configs locally",
+    "compare": "compare finished runs: tables and plots",
+}
+TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+TRAINER_DEFAULTS = {"accelerator": "auto", "log_every_n_steps": 10}
+DEFAULT_ROOT = "runs"
+"""Where runs go when --trainer.default_root_dir is not given: runs/<run_name>/version_N."""
+
+
+class SeqmixError(Exception):
+    """A configuration error reported to the user as one line, without a traceback."""
+
+
+def usage() -> str:
+    """The top-level help: every subcommand."""
+    width = max(map(len, DESCRIPTIONS))
+    lines = ["usage: seqmix <command> [options]", "", "Compare sequence mixers at matched size.", "",
+             "training and evaluation (LightningCLI; `seqmix <command> --help` lists every option):"]
+    lines += [f"  {name:<{width}}  {DESCRIPTIONS[name]}" for name in TRAINER_SUBCOMMANDS]
+    lines += ["", "tools (`seqmix <tool> --help`):"]
+    lines += [f"  {name:<{width}}  {DESCRIPTIONS.get(name, '')}" for name in SUBCOMMANDS]
+    return "\n".join(lines)
+
+
+def _wandb_logged_in() -> bool:
+    """Whether `wandb login` stored a key (in ~/.netrc, for api.wandb.ai or WANDB_BASE_URL's host)."""
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(flag: str = "auto", env: Mapping[str, str] | None = None) -> str:
+    """The W&B mode to run in: the flag if given; else WANDB_MODE; else online if W&B is configured (WANDB_API_KEY set
+    or `wandb login` done); else offline. Never one that needs an account the user has not set up."""
+    env = os.environ if env is None else env
+    if flag not in WANDB_MODES:
+        raise SeqmixError(f"unknown --wandb {flag!r}; choose one of {', '.join(WANDB_MODES)}")
+    if flag != "auto":
+        return flag
+    aliases = {"dryrun": "offline", "run": "online"}
+    if env.get("WANDB_MODE"):
+        mode = aliases.get(env["WANDB_MODE"], env["WANDB_MODE"])
+        if mode not in WANDB_MODES[1:]:
+            raise SeqmixError(f"unknown WANDB_MODE={env['WANDB_MODE']!r}; use online, offline or disabled")
+        return mode
+    if env.get("WANDB_API_KEY") or (env is os.environ and _wandb_logged_in()):
+        return "online"
+    return "offline"
+
+
+class SeqmixCLI(LightningCLI):
+    """LightningCLI with seqmix's links, callbacks, loggers and one-line configuration errors."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--wandb", type=str, default="auto",
+                            help=f"W&B logging: {', '.join(WANDB_MODES)} (auto: online only if W&B is configured)")
+        parser.add_argument("--run_name", type=str | None, default=None,
+                            help="run directory / W&B run name (default: <task>-<mixer>)")
+        parser.link_arguments("data.vocab_size", "model.model.vocab_size", apply_on="instantiate")
+        parser.add_lightning_class_args(PerfMonitor, "perf")
+        parser.add_lightning_class_args(FinalMetrics, "final_metrics")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # archs and the data modules validate their arguments with ValueErrors
+            raise SeqmixError(f"seqmix {self.subcommand}: error: {err}") from err
+
+    def run_name(self) -> str:
+        """--run_name, else <task>-<mixer> (e.g. mqar-mamba)."""
+        name = self._get(self.config, "run_name")
+        if name:
+            return name
+        task = type(self.datamodule).__name__.removesuffix("DataModule").lower() if self.datamodule else "seqmix"
+        config = getattr(self.model, "config", None)
+        return f"{task}-{config.mixer_name}" if config is not None else task
+
+    def default_loggers(self, root: str | None) -> list[Logger]:
+        """CSV always (<root>/<run_name>/version_N, the run directory); W&B too, in its resolved mode, unless disabled."""
+        root = root or DEFAULT_ROOT
+        loggers: list[Logger] = [CSVLogger(save_dir=root, name=self.run_name())]
+        mode = wandb_mode(self._get(self.config, "wandb"))
+        if mode != "disabled":
+            from lightning.pytorch.loggers import WandbLogger
+
+            os.makedirs(root, exist_ok=True)  # wandb keeps its files in <root>/wandb
+            loggers.append(WandbLogger(save_dir=root, name=self.run_name(), project="seqmix", mode=mode))
+        return loggers
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("logger") in (None, True):  # not chosen by the user: ours
+            kwargs["logger"] = self.default_loggers(trainer_config.get("default_root_dir"))
+        return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        self._report()
+
+    def after_validate(self) -> None:
+        self._report()
+
+    def after_test(self) -> None:
+        self._report()
+
+    def _report(self) -> None:
+        if self.trainer.is_global_zero and self.trainer.log_dir:
+            print(f"seqmix: run directory {self.trainer.log_dir}", file=sys.stderr)
+
+
+@contextmanager
+def _program_args(prog: str):
+    """Present sys.argv as just the program while LightningCLI parses explicit args (it warns about both)."""
+    saved = sys.argv
+    sys.argv = [prog]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _run_tool(command: str, argv: list[str]) -> Any:
+    """Import and run one of SUBCOMMANDS, or explain why it is not available."""
+    module_name, _, func_name = SUBCOMMANDS[command].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        func = getattr(module, func_name)
+    except (ImportError, AttributeError) as err:
+        raise SeqmixError(f"seqmix {command} is not available: {err}") from err
+    if inspect.signature(func).parameters:
+        return func(argv)
+    saved = sys.argv
+    sys.argv = [f"seqmix {command}", *argv]
+    try:
+        return func()
+    finally:
+        sys.argv = saved
+
+
+def cli(args: list[str]) -> SeqmixCLI:
+    """Run one of fit / validate / test / predict through SeqmixCLI and return it (for notebooks and tests)."""
+    with _program_args("seqmix"):
+        return SeqmixCLI(
+            LMTask,
+            LightningDataModule,
+            subclass_mode_data=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            parser_kwargs={"prog": "seqmix", "description": "Compare sequence mixers at matched size."},
+            args=args,
+        )
+
+
+def main(args: list[str] | None = None) -> None:
+    """The `seqmix` console script."""
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(usage())
+            if not argv:
+                sys.exit(2)
+            return
+        if argv[0] in SUBCOMMANDS:
+            _run_tool(argv[0], argv[1:])
+        elif argv[0].startswith("-") or argv[0] in TRAINER_SUBCOMMANDS:
+            cli(argv)
+        else:
+            raise SeqmixError(f"unknown command {argv[0]!r}; choose one of {', '.join([*TRAINER_SUBCOMMANDS, *SUBCOMMANDS])}")
+    except SeqmixError as err:
+        message = str(err)
+        print(message if message.startswith("seqmix") else f"seqmix: error: {message}", file=sys.stderr)
+        sys.exit(2)

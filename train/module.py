@@ -1,0 +1,222 @@
+"""LMTask: the one LightningModule every mixer is trained, validated and tested in."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from dataclasses import fields
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+
+import archs
+from archs import LanguageModel, Mixer, ModelConfig
+
+from .data import IGNORE_INDEX
+
+DEFAULT_MODEL = ModelConfig()
+
+
+def mixer_to_spec(mixer: Any) -> str | dict[str, Any]:
+    """A checkpoint-safe (plain data) form of ModelConfig.mixer: the registry name, or {class_path, init_args}.
+
+    Accepts a name, a Mixer class, or a functools.partial of one with keyword arguments (which is also what
+    jsonargparse builds from ``{class_path: archs.Mamba, init_args: {...}}``).
+    """
+    if isinstance(mixer, str):
+        return mixer
+    cls, init_args = mixer, {}
+    if isinstance(mixer, functools.partial):
+        candidates = [a for a in (mixer.func, *mixer.args) if isinstance(a, type) and issubclass(a, Mixer)]
+        extra = [a for a in mixer.args if not (isinstance(a, type) or callable(a))]
+        cls = candidates[-1] if candidates and not extra else None
+        init_args = dict(mixer.keywords)
+    if not (isinstance(cls, type) and issubclass(cls, Mixer)):
+        raise ValueError(
+            f"cannot save mixer {mixer!r} in hyperparameters; give a registry name ({', '.join(sorted(archs.MIXERS))}), "
+            "a Mixer class, or functools.partial(MixerClass, **options)"
+        )
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
+
+
+def mixer_from_spec(spec: Any) -> Any:
+    """Inverse of mixer_to_spec: a name stays a name; {class_path, init_args} becomes functools.partial(cls, **args)."""
+    if not isinstance(spec, dict):
+        return spec
+    if set(spec) - {"class_path", "init_args"} or "class_path" not in spec:
+        raise ValueError(f"a mixer spec is a name or {{class_path, init_args}}, got {spec!r}")
+    module, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None) if module else None
+    if not (isinstance(cls, type) and issubclass(cls, Mixer)):
+        raise ValueError(f"mixer class_path {spec['class_path']!r} does not name a seqmix Mixer class")
+    return functools.partial(cls, **dict(spec.get("init_args") or {}))
+
+
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    """ModelConfig as plain data (safe for checkpoints, hparams.yaml and jsonargparse)."""
+    data = {f.name: getattr(config, f.name) for f in fields(config)}
+    return {**data, "mixer": mixer_to_spec(config.mixer), "mixer_args": dict(config.mixer_args)}
+
+
+def config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Inverse of config_to_dict."""
+    return ModelConfig(**{**data, "mixer": mixer_from_spec(data.get("mixer", DEFAULT_MODEL.mixer))})
+
+
+def lm_loss_and_accuracy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Mean next-token cross-entropy and argmax accuracy over supervised positions (labels != -100), and their count."""
+    flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    mask = flat_labels != IGNORE_INDEX
+    count = int(mask.sum())
+    loss = F.cross_entropy(flat_logits.float(), flat_labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    correct = (flat_logits.argmax(-1) == flat_labels) & mask
+    denom = max(count, 1)
+    return loss / denom, correct.sum().float() / denom, count
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: float, min_lr_ratio: float) -> float:
+    """Multiplier of the peak lr at optimizer step `step`: linear warmup to 1, then cosine down to min_lr_ratio."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not math.isfinite(total_steps):
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decayed weights, and the exempt ones (archs.no_weight_decay: norms, biases, A_log, D); with names."""
+    decay: dict[str, nn.Parameter] = {}
+    exempt: dict[str, nn.Parameter] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (exempt if archs.no_weight_decay(name, p) else decay)[name] = p
+    return [
+        {"params": list(decay.values()), "names": list(decay), "weight_decay": weight_decay},
+        {"params": list(exempt.values()), "names": list(exempt), "weight_decay": 0.0},
+    ]
+
+
+class LMTask(L.LightningModule):
+    """Next-token training of an archs.LanguageModel on batches {"input_ids", "labels"} (see train.data)."""
+
+    def __init__(
+        self,
+        model: ModelConfig = DEFAULT_MODEL,
+        param_budget: int | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+    ):
+        """`model` may also be the dict saved in hparams; with `param_budget` (non-embedding parameters) the model is
+        resized by archs.match_params, and the resized config is what hparams hold (resizing it again is a no-op)."""
+        super().__init__()
+        config = config_from_dict(model) if isinstance(model, dict) else model
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"model must be an archs.ModelConfig, got {type(model).__name__}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+        if param_budget is not None:
+            config = archs.match_params(config, param_budget)
+        self.config = config
+        self.model = LanguageModel(config)
+        self.save_hyperparameters({
+            "model": config_to_dict(config), "param_budget": param_budget, "lr": lr, "weight_decay": weight_decay,
+            "betas": tuple(betas), "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
+        })
+        rank_zero_info(
+            f"seqmix model: mixer={config.mixer_name} d_model={config.d_model} d_ff={config.hidden} "
+            f"n_layers={config.n_layers} vocab_size={config.vocab_size} params total={self.param_counts['total']:,} "
+            f"non-embedding={self.param_counts['non_embedding']:,}"
+            + (f" (budget {param_budget:,})" if param_budget is not None else "")
+        )
+
+    @property
+    def param_counts(self) -> dict[str, int]:
+        """Parameter counts: total (tied embedding once) and non-embedding."""
+        return {"total": self.model.param_count(), "non_embedding": self.model.param_count(embedding=False)}
+
+    def model_summary(self) -> dict[str, Any]:
+        """The resolved model, flat: mixer name, widths, and parameter counts (logged as hyperparameters)."""
+        c = self.config
+        return {
+            "mixer_name": c.mixer_name, "d_model": c.d_model, "d_ff": c.hidden, "n_layers": c.n_layers,
+            "vocab_size": c.vocab_size, "params_total": self.param_counts["total"],
+            "params_non_embedding": self.param_counts["non_embedding"], "param_budget": self.hparams.param_budget,
+        }
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """Logits (B, L, V) for token ids (B, L)."""
+        return self.model(input_ids)
+
+    def setup(self, stage: str) -> None:
+        """Check the data fits the model's vocabulary; record the resolved model in every logger."""
+        data_vocab = getattr(self.trainer.datamodule, "vocab_size", None) if self._trainer is not None else None
+        if isinstance(data_vocab, int) and data_vocab > self.config.vocab_size:
+            raise ValueError(
+                f"the data uses vocab_size={data_vocab} but the model's vocab_size={self.config.vocab_size} is "
+                f"smaller; set model.vocab_size >= {data_vocab}"
+            )
+        if self._trainer is not None:
+            for logger in self.loggers:
+                logger.log_hyperparams({f"resolved/{k}": v for k, v in self.model_summary().items()})
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, acc, _ = lm_loss_and_accuracy(self(batch["input_ids"]), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", acc)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+        loss, acc, count = lm_loss_and_accuracy(self(batch["input_ids"]), batch["labels"])
+        if count == 0:
+            return
+        suffix = self._dataloader_suffix(stage, dataloader_idx)
+        # weight by supervised tokens so that epoch values are exact token means, whatever the batch composition
+        for name, value in (("loss", loss), ("acc", acc)):
+            self.log(f"{stage}/{name}{suffix}", value, batch_size=count, add_dataloader_idx=False, sync_dist=True,
+                     prog_bar=not suffix)
+
+    def _dataloader_suffix(self, stage: str, dataloader_idx: int) -> str:
+        loaders = self.trainer.num_val_batches if stage == "val" else self.trainer.num_test_batches
+        if len(loaders) <= 1:
+            return ""
+        names = getattr(self.trainer.datamodule, f"{stage}_dataloader_names", None)
+        return f"/{names[dataloader_idx]}" if names else f"/dl{dataloader_idx}"
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        return {"predictions": self(batch["input_ids"]).argmax(-1), "labels": batch["labels"]}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            rank_zero_warn("training length is unbounded (no max_steps / max_epochs): lr stays at its peak after warmup")
+        schedule = functools.partial(
+            lr_factor, warmup_steps=hp.warmup_steps, total_steps=total, min_lr_ratio=hp.min_lr_ratio
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
