@@ -37,6 +37,13 @@ TASKS = {
 }
 """Task name -> data module class path (the class a checkpoint's data hyperparameters are given back to)."""
 
+DEPTH_LABELS = {
+    "needle": "needle depth (fraction of context)",
+    "multi_needle": "queried needle's depth (fraction of context)",
+    "induction": "first trigger's depth (fraction of context)",
+}
+"""What depth means, per task that has one (the heatmap's y axis)."""
+
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_FACTORS = (1, 2, 4, 8, 16)  # default lengths: the training length times these
 
@@ -201,7 +208,9 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def plot_heatmap(rows: list[dict[str, Any]], path: Path, title: str, train_len: int) -> None:
+def plot_heatmap(
+    rows: list[dict[str, Any]], path: Path, title: str, train_len: int, depth_label: str = "depth (fraction of context)"
+) -> None:
     """Accuracy over context length (x) and depth (y, 0 = start of the context at the top), values written in."""
     import matplotlib
 
@@ -220,7 +229,7 @@ def plot_heatmap(rows: list[dict[str, Any]], path: Path, title: str, train_len: 
     ax.set_xticks(range(len(lengths)), [f"{n}*" if n == train_len else str(n) for n in lengths])
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
     ax.set_xlabel(f"context length (tokens; * = training length {train_len})")
-    ax.set_ylabel("needle depth (fraction of context)")
+    ax.set_ylabel(depth_label)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="accuracy")
     fig.tight_layout()
@@ -228,7 +237,9 @@ def plot_heatmap(rows: list[dict[str, Any]], path: Path, title: str, train_len: 
     plt.close(fig)
 
 
-def plot_curve(curves: dict[str, list[dict[str, Any]]], path: Path, title: str, train_len: int, chance: float | None) -> None:
+def plot_curve(
+    curves: dict[str, list[dict[str, Any]]], path: Path, title: str, train_lens: list[int], chance: float | None
+) -> None:
     """Accuracy against context length (log2 axis), one line per model, the training length and chance marked."""
     import matplotlib
 
@@ -241,7 +252,8 @@ def plot_curve(curves: dict[str, list[dict[str, Any]]], path: Path, title: str, 
     ax.set_xscale("log", base=2)
     lengths = sorted({r["length"] for rows in curves.values() for r in rows})
     ax.set_xticks(lengths, [str(n) for n in lengths])
-    ax.axvline(train_len, color="grey", linestyle="--", linewidth=1, label=f"training length {train_len}")
+    for train_len in train_lens:
+        ax.axvline(train_len, color="grey", linestyle="--", linewidth=1, label=f"training length {train_len}")
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance {chance:.3g}")
     ax.set_ylim(-0.02, 1.02)
@@ -262,7 +274,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Sweep trained checkpoints over context length (x depth): accuracy heatmap and extrapolation curve.",
     )
     p.add_argument("--ckpt", nargs="+", required=True, type=Path, help="one or more checkpoints (one curve each)")
-    p.add_argument("--task", choices=list(TASKS), help="the task (default: from the run's config.yaml)")
+    p.add_argument("--task", choices=list(TASKS), help="the task (default: the data class recorded in the checkpoint)")
     p.add_argument("--labels", nargs="+", help="a label per checkpoint (default: its mixer name)")
     p.add_argument("--lengths", nargs="+", type=int, help="context lengths (default: training length x 1, 2, 4, 8, 16)")
     p.add_argument("--depths", nargs="+", type=float, help="depths in [0, 1] for tasks with a depth (default: 0 .25 .5 .75 1)")
@@ -296,12 +308,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         raise ValueError(f"--labels gives {len(args.labels)} labels for {len(args.ckpt)} checkpoints")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    grid_rows, curves, runs, task, task_name = [], {}, [], None, args.task
+    # Load and check everything first, so a bad checkpoint or length fails before any long sweep.
+    plans, task_name = [], args.task
     for i, ckpt in enumerate(args.ckpt):
         model, hparams = load_checkpoint(ckpt, device)
-        if task_name is None:
-            task_name = infer_task(ckpt, hparams)
+        name = args.task or infer_task(ckpt, hparams)
+        if task_name is not None and name != task_name:
+            raise ValueError(f"{ckpt} was trained on {name!r}, not {task_name!r} like the checkpoints before it")
+        task_name = name
         task = build_task(task_name, hparams, model.config.vocab_size)
         lengths = args.lengths or [task.train_len * f for f in DEFAULT_FACTORS]
         for length in lengths:
@@ -315,23 +329,28 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         else:
             depths = [None]
         label = args.labels[i] if args.labels else model.config.mixer_name
-        if label in curves:
+        if label in [p[0] for p in plans]:
             label = f"{label}-{i}"
+        plans.append((label, ckpt, model, task, lengths, depths))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    grid_rows, curves, runs = [], {}, []
+    for label, ckpt, model, task, lengths, depths in plans:
         print(f"seqmix evaluate: {ckpt} ({label}, {task_name}, trained at L={task.train_len})", file=sys.stderr)
         rows = sweep(model, task, lengths, depths, args.num_examples, args.seed, args.batch_size, args.max_tokens,
                      device, log=lambda s: print(s, file=sys.stderr))
         curves[label] = length_curve(rows)
         if task.has_depth:
             grid_rows += [{"model": label, **r} for r in rows]
-            name = "heatmap.png" if len(args.ckpt) == 1 else f"heatmap_{label}.png"
-            plot_heatmap(rows, args.out / name, f"{task_name}: {label}, accuracy", task.train_len)
+            name = "heatmap.png" if len(plans) == 1 else f"heatmap_{label}.png"
+            plot_heatmap(rows, args.out / name, f"{task_name}: {label}, accuracy", task.train_len, DEPTH_LABELS[task_name])
         runs.append({"ckpt": str(ckpt), "label": label, "mixer": model.config.mixer_name,
                      "params_non_embedding": model.param_count(embedding=False), "train_len": task.train_len,
                      "data_hparams": task.hparams})
     curve_rows = [{"model": label, **r} for label, rows in curves.items() for r in rows]
     write_csv(curve_rows, args.out / "extrapolation.csv")
     plot_curve(curves, args.out / "extrapolation.png", f"{task_name}: accuracy against context length",
-               task.train_len, task.chance)
+               sorted({r["train_len"] for r in runs}), task.chance)
     if grid_rows:
         write_csv(grid_rows, args.out / "heatmap.csv")
     summary = {

@@ -140,8 +140,9 @@ def test_mqar_is_evaluated_at_lengths_its_vocabulary_allows(untrained, tmp_path,
 
 
 def test_several_checkpoints_share_one_curve_and_get_a_heatmap_each(untrained, tmp_path):
-    evaluate.main(["--ckpt", str(untrained / "needle_a.ckpt"), str(untrained / "needle_b.ckpt"), "--task", "needle",
-                   "--lengths", "32", "64", "--depths", "0", "1", "--num-examples", "4", "--out", str(tmp_path)])
+    summary = evaluate.main(["--ckpt", str(untrained / "needle_a.ckpt"), str(untrained / "needle_b.ckpt"),
+                             "--lengths", "32", "64", "--depths", "0", "1", "--num-examples", "4", "--out", str(tmp_path)])
+    assert summary["task"] == "needle"  # the data module names its class in the checkpoint's hyperparameters
     assert {r["model"] for r in read_csv(tmp_path / "extrapolation.csv")} == {"attention", "mamba"}
     rows = read_csv(tmp_path / "heatmap.csv")
     assert len(rows) == 2 * 2 * 2
@@ -195,3 +196,10 @@ def test_score_counts_only_labelled_positions():
     got = evaluate.score(Echo(), {"input_ids": inputs, "labels": labels}, batch_size=1, device=torch.device("cpu"))
     assert got == {"correct": 2, "n_tokens": 3, "exact": 1, "n_examples": 2}
     assert not math.isnan(got["correct"] / got["n_tokens"])
+
+
+def test_checkpoints_of_different_tasks_are_refused_before_any_sweep(untrained, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--ckpt", str(untrained / "needle_a.ckpt"), str(untrained / "copying.ckpt"), "--out", str(tmp_path)])
+    assert "was trained on 'selective_copying', not 'needle'" in capsys.readouterr().err
+    assert not (tmp_path / "extrapolation.csv").exists()

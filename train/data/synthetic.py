@@ -96,6 +96,8 @@ class SyntheticDataModule(L.LightningDataModule):
         self.seed = seed
         self.datasets: dict[str, TokenDataset] = {}
         self.save_hyperparameters()
+        # Name the class the way LightningCLI does, so any checkpoint tells `seqmix evaluate` which task it learned.
+        self.hparams["_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     @abstractmethod
     def check(self, seq_len: int) -> None:
