@@ -4,6 +4,7 @@ import csv
 import math
 import pickle
 import sys
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -150,6 +151,22 @@ def test_bad_settings_are_refused(corpus, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if `datasets` were not installed
     with pytest.raises(ImportError, match="pip install datasets"):
         TextDataModule(hf_dataset="wikitext", cache_dir=str(tmp_path / "cache")).setup()
+
+
+def test_hugging_face_rows_become_the_token_stream(tmp_path, monkeypatch):
+    rows = [{"text": f"{i}: {LINES[i % 4]}"} for i in range(300)]
+    calls = []
+
+    def load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return rows
+
+    monkeypatch.setitem(sys.modules, "datasets", SimpleNamespace(load_dataset=load_dataset))
+    dm = TextDataModule(hf_dataset="some/corpus", hf_config="v1", hf_split="train", seq_len=32,
+                        cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    assert calls[0] == ("some/corpus", "v1", "train")
+    assert stream(dm).tobytes() == "".join(r["text"] for r in rows).encode()
 
 
 @pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
