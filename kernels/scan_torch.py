@@ -1,13 +1,17 @@
 """Chunked selective scan in plain PyTorch: parallel over L, fast on CPU, with a memory-lean custom backward.
 
-Why chunked sequential-in-chunk rather than log-space or Blelloch: Mamba-1's decay exp(delta_t * A) differs per
-(channel, state), so a log-space closed form needs exp of positive cumulative sums (overflows for large
-delta*|A|) or a (T x T x N) kernel per channel (T times the work). Instead L is cut into `nc` chunks of `T`
-steps and all chunks advance together: a Python loop of T steps over (batch, G, nc, H, N) tensors, then a short
-loop over chunks to carry boundary states. Work stays O(B D L N) (Blelloch would add a log factor and a
-Hillis-Steele scan log L full passes), every exponent is delta*A <= 0 (the chunk decay uses the chunk's own sum
-of delta, never a difference of long cumulative sums), and the backward saves only the chunk-start states
-(B, D, L/T, N), recomputing the in-chunk states slab by slab.
+Why chunks advanced together rather than log-space or Blelloch: Mamba-1's decay exp(delta_t * A) differs per
+(channel, state), so a log-space closed form needs exp of positive cumulative sums (overflow for large
+delta*|A|) or a (T x T x N) kernel per channel (T times the work), and Blelloch / Hillis-Steele add a log L
+factor of full passes. Here L is cut into chunks of T steps; a slab of k chunks advances together through a
+Python loop of T steps over (batch, G, k, H, N) tensors, and chunk boundary states are carried by a short loop
+over chunks. Work stays O(B D L N) and every exponent is delta * A <= 0 (a chunk's total decay uses the sum of
+its own deltas, never a difference of long cumulative sums), so large delta*|A| and long L stay finite.
+
+Slabs are sized (SLAB_ELEMS) to keep their buffers in cache; when batch * D * N alone fills a slab, k = 1 and
+chunks run one after another, and with small batch * D many chunks run in parallel. Inputs are cast, discretised
+and re-laid-out slab by slab, so no (B, D, L, N) tensor, nor any fp32 copy of a whole input, is materialised.
+The backward saves only the chunk-start states (B, D, L/T, N) and recomputes each slab's states.
 """
 
 from __future__ import annotations
@@ -19,73 +23,90 @@ from torch import Tensor
 from .validate import as_grouped, groups_of
 
 CHUNK = 32
-# Cap, in fp32 elements, on the (T, batch, G, k, H, N) buffers of one slab of k chunks: bounds memory at any L
+# Cap, in fp32 elements, on each (T, batch, G, k, H, N) buffer of one slab of k chunks: bounds memory at any L
 # and keeps the step loops in cache instead of DRAM.
 SLAB_ELEMS = 1 << 19
 
 
 def _steps(x: Tensor, groups: int, T: int) -> Tensor:
-    """(batch, dim, nc*T) -> (T, batch, G, nc, H) contiguous, so one step of every chunk is one block."""
-    b, d, lp = x.shape
-    return x.reshape(b, groups, d // groups, lp // T, T).permute(4, 0, 1, 3, 2).contiguous()
+    """(batch, dim, k*T) -> (T, batch, G, k, H) contiguous, so one step of every chunk is one block."""
+    b, d, n = x.shape
+    return x.reshape(b, groups, d // groups, n // T, T).permute(4, 0, 1, 3, 2).contiguous()
 
 
 def _unsteps(x: Tensor) -> Tensor:
-    """(T, batch, G, nc, H) -> (batch, G*H, nc*T)."""
-    T, b, g, nc, h = x.shape
-    return x.permute(1, 2, 4, 3, 0).reshape(b, g * h, nc * T)
+    """(T, batch, G, k, H) -> (batch, G*H, k*T)."""
+    T, b, g, k, h = x.shape
+    return x.permute(1, 2, 4, 3, 0).reshape(b, g * h, k * T)
 
 
 def _bc_steps(M: Tensor, T: int) -> Tensor:
-    """(batch, G, N, nc*T) -> (T, batch, G, nc, 1, N) contiguous."""
-    b, g, n, lp = M.shape
-    return M.reshape(b, g, n, lp // T, T).permute(4, 0, 1, 3, 2).unsqueeze(-2).contiguous()
+    """(batch, G, N, k*T) -> (T, batch, G, k, 1, N) contiguous."""
+    b, g, n, m = M.shape
+    return M.reshape(b, g, n, m // T, T).permute(4, 0, 1, 3, 2).unsqueeze(-2).contiguous()
 
 
 def _bc_unsteps(x: Tensor) -> Tensor:
-    """(T, batch, G, nc, 1, N) -> (batch, G, N, nc*T)."""
-    T, b, g, nc, _, n = x.shape
-    return x.squeeze(-2).permute(1, 2, 4, 3, 0).reshape(b, g, n, nc * T)
+    """(T, batch, G, k, 1, N) -> (batch, G, N, k*T)."""
+    T, b, g, k, _, n = x.shape
+    return x.squeeze(-2).permute(1, 2, 4, 3, 0).reshape(b, g, n, k * T)
 
 
-def _slabs(nc: int, per_chunk: int) -> list[tuple[int, int]]:
-    """Split chunk indices [0, nc) into consecutive ranges of about SLAB_ELEMS // per_chunk chunks (at least one)."""
-    k = max(1, SLAB_ELEMS // max(per_chunk, 1))
-    return [(c0, min(c0 + k, nc)) for c0 in range(0, nc, k)]
+class _Slab:
+    """Chunks [c0, c1) of the inputs in fp32 and step layout; steps past L are zero (decay 1, no input)."""
+
+    def __init__(self, scan: _Scan, c0: int, c1: int):
+        T, G = scan.T, scan.groups
+        self.t0, self.t1 = c0 * T, min(c1 * T, scan.length)
+        self.k, self.n = c1 - c0, self.t1 - self.t0
+        pad = self.k * T - self.n
+        span = slice(self.t0, self.t1)
+
+        def steps(x: Tensor) -> Tensor:
+            return _steps(F.pad(x, (0, pad)) if pad else x, G, T)
+
+        def bc_steps(x: Tensor) -> Tensor:
+            x = x[..., span].float()
+            return _bc_steps(F.pad(x, (0, pad)) if pad else x, T)
+
+        dt = scan.delta[..., span].float()
+        if scan.bias is not None:
+            dt = dt + scan.bias
+        # Kept in (batch, D, n) layout for the softplus derivative in the backward.
+        self.dt_raw = dt if scan.softplus else None
+        if scan.softplus:
+            dt = F.softplus(dt)
+        self.u_flat = scan.u[..., span].float()
+        self.dt, self.u = steps(dt), steps(self.u_flat)
+        self.du = self.dt * self.u
+        self.B, self.C = bc_steps(scan.B), bc_steps(scan.C)
+        self.shape = (T, *self.dt.shape[1:], scan.d_state)
+
+    def flat(self, x: Tensor) -> Tensor:
+        """Step layout (T, batch, G, k, H) -> (batch, D, n), dropping padded steps."""
+        return _unsteps(x)[..., : self.n]
 
 
-class _Prepared:
-    """Inputs cast to fp32, delta discretised, padded to whole chunks and laid out step-major."""
+class _Scan:
+    """One selective-scan problem: the inputs, chunking and slab plan, and reusable slab workspaces."""
 
     def __init__(self, u, delta, A, B, C, delta_bias, delta_softplus, chunk):
         batch, dim, length = u.shape
         self.length, self.groups, self.d_state = length, groups_of(B, C), A.shape[1]
         self.T = T = max(1, min(chunk, length))
-        pad = (-length) % T
-        self.nc = (length + pad) // T
+        self.nc = -(-length // T)
         G, H = self.groups, dim // self.groups
-        dt_raw = delta.float()
-        if delta_bias is not None:
-            dt_raw = dt_raw + delta_bias.float()[:, None]
-        self.dt_raw = dt_raw
-        dt = F.softplus(dt_raw) if delta_softplus else dt_raw
-        # Padded steps have dt = 0 and no input: decay 1, so states pass through them unchanged.
-        self.dt = _steps(F.pad(dt, (0, pad)), G, T)
-        self.u = _steps(F.pad(u.float(), (0, pad)), G, T)
-        self.du = self.dt * self.u
-        self.B = _bc_steps(F.pad(as_grouped(B, G).float(), (0, pad)), T)
-        self.C = _bc_steps(F.pad(as_grouped(C, G).float(), (0, pad)), T)
+        self.u, self.delta, self.softplus = u, delta, delta_softplus
+        self.B, self.C = as_grouped(B, G), as_grouped(C, G)
+        self.bias = delta_bias.float()[:, None] if delta_bias is not None else None
         self.A = A.float().reshape(G, 1, H, self.d_state)
-        self.per_chunk = batch * dim * self.d_state * T
-        self.slabs = _slabs(self.nc, self.per_chunk)
-        # Workspaces reused by every slab: fresh multi-MB tensors per slab would page-fault on first touch.
-        most = max(c1 - c0 for c0, c1 in self.slabs) * self.per_chunk
-        self._ws = [self.dt.new_empty(most + most // T) for _ in range(3)]
-
-    def slab(self, c0: int, c1: int) -> tuple[tuple[slice, ...], tuple[int, ...]]:
-        """Index into step-layout tensors for chunks [c0, c1), and the (T, batch, G, k, H, N) buffer shape."""
-        _, b, g, _, h = self.dt.shape
-        return (slice(None),) * 3 + (slice(c0, c1),), (self.T, b, g, c1 - c0, h, self.d_state)
+        self.state_shape = (batch, G, H, self.d_state)
+        per_chunk = batch * dim * self.d_state * T
+        k = max(1, SLAB_ELEMS // per_chunk)
+        self.slabs = [(c0, min(c0 + k, self.nc)) for c0 in range(0, self.nc, k)]
+        # Reused by every slab: fresh multi-MB tensors per slab would page-fault on first touch.
+        most = min(k, self.nc) * per_chunk
+        self._ws = [u.new_empty(most + most // T, dtype=torch.float32) for _ in range(3)]
 
     def workspace(self, i: int, shape: tuple[int, ...]) -> Tensor:
         n = 1
@@ -93,161 +114,171 @@ class _Prepared:
             n *= s
         return self._ws[i][:n].view(shape)
 
-    def decays(self, sl: tuple[slice, ...], a: Tensor) -> Tensor:
-        """a[t] for every step of slab `sl`, written into workspace 0: exp(dt * A) <= 1 for dt >= 0, A <= 0."""
-        dt = self.dt[sl]
-        return torch.mul(dt.unsqueeze(-1), self.A, out=a).exp_()
+    def decays(self, s: _Slab) -> Tensor:
+        """a[t] = exp(dt_t * A) for every step of the slab (<= 1 for dt >= 0, A <= 0), in workspace 0."""
+        return torch.mul(s.dt.unsqueeze(-1), self.A, out=self.workspace(0, s.shape)).exp_()
 
-    def chunk_decay(self, sl: tuple[slice, ...]) -> Tensor:
-        """Product of a over each chunk, as exp(A * sum of the chunk's own dt): no long cumulative differences."""
-        return (self.dt[sl].sum(0).unsqueeze(-1) * self.A).exp_()
+    def chunk_decay(self, s: _Slab) -> Tensor:
+        """Product of a over each chunk, as exp(A * sum of the chunk's own dt)."""
+        return (s.dt.sum(0).unsqueeze(-1) * self.A).exp_()
 
-    def states(self, sl: tuple[slice, ...], a: Tensor, start: Tensor, out: Tensor) -> Tensor:
-        """out[0] = start, out[t + 1] = a[t] * out[t] + dt u B: every state of every chunk in the slab."""
-        du, B = self.du[sl], self.B[sl]
-        out[0] = start
+    def states(self, s: _Slab, a: Tensor, start: Tensor) -> Tensor:
+        """hs[0] = start, hs[t + 1] = a[t] * hs[t] + dt u B: every state of every chunk in the slab (workspace 1)."""
+        hs = self.workspace(1, (s.shape[0] + 1, *s.shape[1:]))
+        hs[0] = start
         for t in range(self.T):
-            torch.mul(a[t], out[t], out=out[t + 1]).addcmul_(du[t, ..., None], B[t])
-        return out
+            torch.mul(a[t], hs[t], out=hs[t + 1]).addcmul_(s.du[t, ..., None], s.B[t])
+        return hs
 
 
-def _local_ends(p: _Prepared, sl: tuple[slice, ...], a: Tensor) -> Tensor:
-    """State at each chunk's last step when the chunk starts from zero (b, G, k, H, N)."""
-    du, B = p.du[sl], p.B[sl]
+def _local_ends(scan: _Scan, s: _Slab, a: Tensor) -> Tensor:
+    """State at each chunk's last step when the chunk starts from zero (batch, G, k, H, N)."""
     h = torch.zeros_like(a[0])
-    for t in range(p.T):
-        h.mul_(a[t]).addcmul_(du[t, ..., None], B[t])
+    for t in range(scan.T):
+        h.mul_(a[t]).addcmul_(s.du[t, ..., None], s.B[t])
     return h
 
 
-def _local_adjoints(p: _Prepared, sl: tuple[slice, ...], a: Tensor, gy: Tensor) -> Tensor:
-    """a_start * dL/dh_start of each chunk counting only the chunk's own outputs (b, G, k, H, N)."""
-    C = p.C[sl]
+def _local_adjoints(scan: _Scan, s: _Slab, a: Tensor, gy: Tensor) -> Tensor:
+    """a_start * dL/dh_start of each chunk, counting only the chunk's own outputs (batch, G, k, H, N)."""
     e = torch.zeros_like(a[0])
-    for t in reversed(range(p.T)):
-        e.addcmul_(gy[t, ..., None], C[t]).mul_(a[t])
+    for t in reversed(range(scan.T)):
+        e.addcmul_(gy[t, ..., None], s.C[t]).mul_(a[t])
     return e
 
 
-def _scan_forward(p: _Prepared) -> tuple[Tensor, Tensor, Tensor]:
-    """y (step layout), the state at every chunk start (b, G, nc, H, N) and the final state (b, G, H, N)."""
-    y = torch.empty_like(p.dt)
-    _, b, G, nc, H = p.dt.shape
-    starts = p.dt.new_empty(b, G, nc, H, p.d_state)
-    s = p.dt.new_zeros(b, G, H, p.d_state)
-    for c0, c1 in p.slabs:
-        sl, shape = p.slab(c0, c1)
-        a = p.decays(sl, p.workspace(0, shape))
-        if c1 - c0 > 1:
-            local, decay = _local_ends(p, sl, a), p.chunk_decay(sl)
-            for j in range(c1 - c0):
-                starts[:, :, c0 + j] = s
-                s = decay[:, :, j] * s + local[:, :, j]
+def _forward(scan: _Scan, D: Tensor | None, z: Tensor | None, out: Tensor) -> tuple[Tensor, Tensor]:
+    """Fill out (batch, D, L); return the state at every chunk start (batch, G, nc, H, N) and the final state."""
+    batch, G, H, N = scan.state_shape
+    starts = scan.A.new_empty(batch, G, scan.nc, H, N)
+    h = scan.A.new_zeros(batch, G, H, N)
+    Df = D.float()[:, None] if D is not None else None
+    for c0, c1 in scan.slabs:
+        s = _Slab(scan, c0, c1)
+        a = scan.decays(s)
+        if s.k > 1:
+            local, decay = _local_ends(scan, s, a), scan.chunk_decay(s)
+            for j in range(s.k):
+                starts[:, :, c0 + j] = h
+                h = decay[:, :, j] * h + local[:, :, j]
         else:
-            starts[:, :, c0] = s
-        hs = p.states(sl, a, starts[:, :, c0:c1], p.workspace(1, (shape[0] + 1, *shape[1:])))
-        s = hs[-1, :, :, -1].clone()
-        y[sl] = torch.matmul(hs[1:], p.C[sl].transpose(-1, -2)).squeeze(-1)
-    return y, starts, s
+            starts[:, :, c0] = h
+        hs = scan.states(s, a, starts[:, :, c0:c1])
+        h = hs[-1, :, :, -1].clone()
+        y = s.flat(torch.matmul(hs[1:], s.C.transpose(-1, -2)).squeeze(-1))
+        if Df is not None:
+            y.addcmul_(s.u_flat, Df)
+        if z is not None:
+            y.mul_(F.silu(z[..., s.t0 : s.t1].float()))
+        out[..., s.t0 : s.t1] = y
+    return starts, h
 
 
-def _scan_backward(p: _Prepared, starts: Tensor, gy: Tensor, last_grad: Tensor | None):
-    """Slabs from last to first: recompute states, run the adjoint, reduce to gradients (step layout)."""
-    ddt, du_scan, y = torch.empty_like(p.dt), torch.empty_like(p.dt), torch.empty_like(p.dt)
-    dB, dC = torch.empty_like(p.B), torch.empty_like(p.C)
-    dA = torch.zeros_like(p.A[:, 0])
-    # e: dL/dh arriving at the slab's last state from everything after it.
-    e = torch.zeros_like(starts[:, :, 0]) if last_grad is None else last_grad.clone()
-    for c0, c1 in reversed(p.slabs):
-        sl, shape = p.slab(c0, c1)
-        dt, du, gys, Bs, Cs = p.dt[sl], p.du[sl], gy[sl], p.B[sl], p.C[sl]
-        a = p.decays(sl, p.workspace(0, shape))
-        hs = p.states(sl, a, starts[:, :, c0:c1], p.workspace(1, (shape[0] + 1, *shape[1:])))
+def _backward(scan: _Scan, starts: Tensor, D, z, gout: Tensor | None, glast: Tensor | None, grads: dict) -> None:
+    """Slabs from last to first: recompute states, run the adjoint, write every input's gradient into grads."""
+    Df = D.float()[:, None] if D is not None else None
+    dim = scan.A.shape[0] * scan.A.shape[2]
+    dA = torch.zeros_like(scan.A[:, 0])
+    dD = scan.A.new_zeros(dim) if D is not None else None
+    dbias = scan.A.new_zeros(dim) if scan.bias is not None else None
+    # e: dL/dh reaching the slab's last state from every later step.
+    e = scan.A.new_zeros(scan.state_shape) if glast is None else glast.float().reshape(scan.state_shape).clone()
+    for c0, c1 in reversed(scan.slabs):
+        s = _Slab(scan, c0, c1)
+        span = slice(s.t0, s.t1)
+        g_out = gout[..., span].float() if gout is not None else s.u_flat.new_zeros(s.u_flat.shape)
+        gy_flat = g_out
+        if z is not None:
+            zf = z[..., span].float()
+            sig = torch.sigmoid(zf)
+            gy_flat = g_out * zf * sig
+        pad = s.k * scan.T - s.n
+        gy = _steps(F.pad(gy_flat, (0, pad)) if pad else gy_flat, scan.groups, scan.T)
+
+        a = scan.decays(s)
+        hs = scan.states(s, a, starts[:, :, c0:c1])
         ends = torch.empty_like(hs[0])
-        if c1 - c0 > 1:
-            local, decay = _local_adjoints(p, sl, a, gys), p.chunk_decay(sl)
-            for j in reversed(range(c1 - c0)):
+        if s.k > 1:
+            local, decay = _local_adjoints(scan, s, a, gy), scan.chunk_decay(s)
+            for j in reversed(range(s.k)):
                 ends[:, :, j] = e
                 e = decay[:, :, j] * e + local[:, :, j]
         else:
             ends[:, :, 0] = e
-        g = p.workspace(2, shape)
+        g = scan.workspace(2, s.shape)
         e_run = ends
-        for t in reversed(range(p.T)):
-            torch.addcmul(e_run, gys[t, ..., None], Cs[t], out=g[t])
+        for t in reversed(range(scan.T)):
+            torch.addcmul(e_run, gy[t, ..., None], s.C[t], out=g[t])
             e_run = torch.mul(a[t], g[t], out=ends)
-        if c1 - c0 == 1:
-            e = e_run[:, :, 0]
+        if s.k == 1:
+            e = e_run[:, :, 0].clone()
+
         h = hs[1:]
-        y[sl] = torch.matmul(h, Cs.transpose(-1, -2)).squeeze(-1)
-        dC[sl] = torch.matmul(gys.unsqueeze(-2), h)
-        dB[sl] = torch.matmul(du.unsqueeze(-2), g)
-        gB = torch.matmul(g, Bs.transpose(-1, -2)).squeeze(-1)
+        grads["C"][..., span] = _bc_unsteps(torch.matmul(gy.unsqueeze(-2), h))[..., : s.n]
+        grads["B"][..., span] = _bc_unsteps(torch.matmul(s.du.unsqueeze(-2), g))[..., : s.n]
+        gB = torch.matmul(g, s.B.transpose(-1, -2)).squeeze(-1)
+        if z is not None:
+            y = s.flat(torch.matmul(h, s.C.transpose(-1, -2)).squeeze(-1))
+            if Df is not None:
+                y.addcmul_(s.u_flat, Df)
+            y.mul_(g_out).mul_(sig)
+            dsilu_over_sig = sig.neg_().add_(1).mul_(zf).add_(1)  # d silu(z)/dz = sig * (1 + z * (1 - sig))
+            grads["z"][..., span] = y.mul_(dsilu_over_sig)
         # q = dL/d(dt*A) per step and state: the adjoint times the decayed previous state.
         q = a.mul_(g).mul_(hs[:-1])
-        ddt[sl] = torch.linalg.vecdot(q, p.A).addcmul_(p.u[sl], gB)
-        dA += q.mul_(dt.unsqueeze(-1)).sum((0, 1, 3))
-        du_scan[sl] = dt * gB
-    return y, ddt, du_scan, dA, dB, dC
+        ddt = torch.linalg.vecdot(q, scan.A).addcmul_(s.u, gB)
+        dA += q.mul_(s.dt.unsqueeze(-1)).sum((0, 1, 3))
+        du = s.flat(gB.mul_(s.dt))
+        if Df is not None:
+            du.addcmul_(gy_flat, Df)
+            dD += (gy_flat * s.u_flat).sum((0, 2))
+        grads["u"][..., span] = du
+        ddt = s.flat(ddt)
+        if s.dt_raw is not None:
+            ddt.mul_(torch.sigmoid(s.dt_raw))
+        if dbias is not None:
+            dbias += ddt.sum((0, 2))
+        grads["delta"][..., span] = ddt
+    grads["A"] = dA.reshape(-1, scan.d_state)
+    grads["D"], grads["delta_bias"] = dD, dbias
 
 
 class _SelectiveScanTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk):
-        p = _Prepared(u, delta, A, B, C, delta_bias, delta_softplus, chunk)
-        y, starts, last = _scan_forward(p)
-        y = _unsteps(y)[..., : p.length]
-        if D is not None:
-            y = y + u.float() * D.float()[:, None]
-        out = y * F.silu(z.float()) if z is not None else y
+        scan = _Scan(u, delta, A, B, C, delta_bias, delta_softplus, chunk)
+        out = torch.empty_like(u, memory_format=torch.contiguous_format)
+        starts, last = _forward(scan, D, z, out)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
         ctx.set_materialize_grads(False)
         batch, dim, _ = u.shape
-        return out.to(u.dtype), last.reshape(batch, dim, A.shape[1])
+        return out, last.reshape(batch, dim, A.shape[1])
 
     @staticmethod
     def backward(ctx, gout, glast):
         u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
-        p = _Prepared(u, delta, A, B, C, delta_bias, ctx.delta_softplus, ctx.chunk)
-        batch, dim, length = u.shape
-        G, H, N = p.groups, dim // p.groups, p.d_state
-        gout = u.new_zeros(u.shape, dtype=torch.float32) if gout is None else gout.float()
-        if glast is not None:
-            glast = glast.float().reshape(batch, G, H, N)
-        gy = gout * F.silu(z.float()) if z is not None else gout
-        pad = p.nc * p.T - length
-        gy_steps = _steps(F.pad(gy, (0, pad)), G, p.T)
-        y_s, ddt_s, du_s, dA, dB_s, dC_s = _scan_backward(p, starts, gy_steps, glast)
-        uf = u.float()
-        du = _unsteps(du_s)[..., :length]
-        ddt = _unsteps(ddt_s)[..., :length]
-        dD = dz = None
-        y = _unsteps(y_s)[..., :length]
-        if D is not None:
-            du = du + gy * D.float()[:, None]
-            dD = (gy * uf).sum((0, 2)).to(D.dtype)
-            y = y + uf * D.float()[:, None]
-        if z is not None:
-            zf = z.float()
-            sig = torch.sigmoid(zf)
-            dz = (gout * y * sig * (1 + zf * (1 - sig))).to(z.dtype)
-        if ctx.delta_softplus:
-            ddt = ddt * torch.sigmoid(p.dt_raw)
-        ddelta_bias = ddt.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
-        dB = _bc_unsteps(dB_s)[..., :length]
-        dC = _bc_unsteps(dC_s)[..., :length]
+        scan = _Scan(u, delta, A, B, C, delta_bias, ctx.delta_softplus, ctx.chunk)
+        grads = {
+            "u": torch.empty_like(u, memory_format=torch.contiguous_format),
+            "delta": torch.empty_like(delta, memory_format=torch.contiguous_format),
+            "z": torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None,
+            "B": scan.B.new_empty(scan.B.shape, dtype=torch.float32),
+            "C": scan.C.new_empty(scan.C.shape, dtype=torch.float32),
+        }
+        _backward(scan, starts, D, z, gout, glast, grads)
+        dB, dC = grads["B"], grads["C"]
         dB = dB.sum(1) if B.dim() == 3 else dB
         dC = dC.sum(1) if C.dim() == 3 else dC
         return (
-            du.to(u.dtype),
-            ddt.to(delta.dtype),
-            dA.reshape(dim, N).to(A.dtype),
+            grads["u"],
+            grads["delta"],
+            grads["A"].to(A.dtype),
             dB.to(B.dtype),
             dC.to(C.dtype),
-            dD,
-            dz,
-            ddelta_bias,
+            grads["D"].to(D.dtype) if D is not None else None,
+            grads["z"],
+            grads["delta_bias"].to(delta_bias.dtype) if delta_bias is not None else None,
             None,
             None,
         )
