@@ -9,6 +9,8 @@ Import this module only where Triton can run: on CUDA, or with TRITON_INTERPRET=
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -16,7 +18,9 @@ from torch import Tensor
 
 from .validate import as_grouped, groups_of
 
-INTERPRETED = triton.knobs.runtime.interpret  # decided once, when the kernels below are decorated
+# Whether the kernels below run in Triton's CPU interpreter; fixed when they are decorated, i.e. at import.
+_knobs = getattr(triton, "knobs", None)
+INTERPRETED = bool(_knobs.runtime.interpret) if _knobs else os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -213,13 +217,17 @@ def _pow2(n: int) -> int:
     return max(2, triton.next_power_of_2(n))
 
 
-def _blocks(H: int, N: int, blocks: tuple[int | None, int | None]) -> tuple[int, int, int]:
-    """BLOCK_H, BLOCK_L, BLOCK_N: by default a register tile of about 4K fp32 values per (H, L, N) tensor."""
+def _blocks(H: int, N: int, blocks: tuple[int | None, int | None], tile: int) -> tuple[int, int, int]:
+    """BLOCK_H, BLOCK_L, BLOCK_N: by default about `tile` fp32 values per (H, L, N) register tensor."""
     block_h, block_l = blocks
     block_n = _pow2(N)
     block_l = _pow2(block_l) if block_l else 32
-    block_h = _pow2(block_h) if block_h else min(_pow2(H), max(2, 4096 // (block_l * block_n)))
+    block_h = _pow2(block_h) if block_h else min(_pow2(H), max(2, tile // (block_l * block_n)))
     return block_h, block_l, block_n
+
+
+# The backward keeps about three times as many (H, L, N) tensors live as the forward: a smaller tile.
+FWD_TILE, BWD_TILE = 4096, 2048
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -235,7 +243,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         z_ = z.contiguous() if z is not None else None
         D_ = D.contiguous() if D is not None else None
         bias_ = delta_bias.contiguous() if delta_bias is not None else None
-        BH, BL, BN = _blocks(H, N, blocks)
+        BH, BL, BN = _blocks(H, N, blocks, FWD_TILE)
         n_chunks = triton.cdiv(length, BL)
         out = torch.empty_like(u_)
         starts = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
@@ -258,7 +266,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         batch, dim, length = u.shape
         G, N = groups_of(B, C), A.shape[1]
         H = dim // G
-        BH, BL, BN = _blocks(H, N, ctx.blocks)
+        BH, BL, BN = _blocks(H, N, ctx.blocks, BWD_TILE)
         n_chunks, n_hblocks = starts.shape[2], triton.cdiv(H, BH)
         B_ = as_grouped(B, G).contiguous()
         C_ = as_grouped(C, G).contiguous()
