@@ -25,7 +25,8 @@ def test_tiny_real_sweep_writes_csv_summary_and_plots(tmp_path, capsys):
             assert r["state_bytes"] == r["state_bytes_measured"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["seq_lens"] == [16, 32] and summary["command"].startswith("seqmix bench --mixers")
-    assert summary["plots"] == ["time.png", "memory.png"] and (out / "time.png").is_file()
+    assert summary["plots"] == ["time.png", "cpu_time.png", "memory.png"] and (out / "time.png").is_file()
+    assert all(r["cpu_time_median_s"] > 0 for r in rows)
     printed = capsys.readouterr().out
     assert "fitted log-log exponents" in printed and "crossover" in printed
     assert main(argv) == 2  # the CSV exists: refuse to overwrite it
@@ -50,6 +51,8 @@ def test_replot_rebuilds_from_the_csv(tmp_path, capsys):
 def test_quick_preset_yields_to_explicit_arguments():
     quick = config_from_args(parser().parse_args(["--quick", "--repeats", "7"]))
     assert quick.seq_lens == QUICK["seq_lens"] and quick.repeats == 7 and quick.time_budget_s == QUICK["time_budget_s"]
+    width = config_from_args(parser().parse_args(["--quick", "--d-model", "48"]))
+    assert width.d_model == 48 and width.params is None
     plain = config_from_args(parser().parse_args([]))
     assert plain.seq_lens == (1024, 2048, 4096, 8192, 16384) and plain.repeats == 5
 

@@ -20,7 +20,7 @@ def fake_measure(point, probe):
     """Synthetic times: t = 1e-7 * L^a per sequence (a = 2 for attention, 1 otherwise), state bytes like the real ones."""
     probe.baseline()
     t = 1e-7 * point.seq_len ** EXPONENT[point.label] * point.batch
-    out = {"times": [0.9 * t, t, 1.2 * t]}
+    out = {"times": [0.9 * t, t, 1.2 * t], "cpu_times": [0.5 * t] * 3}
     if point.mode != "train":
         state = 64 * point.seq_len if point.config.mixer == "attention" else 4096
         out["state_bytes"] = out["state_bytes_measured"] = state
@@ -73,6 +73,7 @@ def test_schema_one_row_per_mixer_mode_length(tmp_path):
     assert isinstance(r["seq_len"], int) and r["time_median_s"] == pytest.approx(1e-7 * 1024**2)
     assert r["time_q25_s"] < r["time_median_s"] < r["time_q75_s"] and r["repeats"] == 3
     assert r["tokens"] == 1024 and r["tokens_per_s"] == pytest.approx(1024 / r["time_median_s"])
+    assert r["cpu_time_median_s"] == pytest.approx(0.5 * r["time_median_s"])
     assert r["flops"] > 0 and r["utilization"] == pytest.approx(r["flops_per_s"] / 1e11)
     assert r["mem_kind"] == "cpu_peak_rss_over_baseline" and r["peak_mem_bytes"] is not None
     assert json.loads(r["mixer_args"]) == {"impl": "sdpa"} and r["mixer_name"] == "attention"
@@ -130,6 +131,8 @@ def test_summary_recovers_exponents_and_crossovers(tmp_path):
     for mode in ("train", "prefill", "decode"):
         for m, a in EXPONENT.items():
             assert s["fits"][mode][m]["time"]["exponent"] == pytest.approx(a, abs=0.02)
+            assert s["fits"][mode][m]["cpu_time"]["exponent"] == pytest.approx(a, abs=0.02)
+    assert s["decode"]["attention"]["cpu_latency_vs_shortest"][2048] == pytest.approx(64.0)
     # 1e-7 L^2 = 1e-7 L never crosses above L=1: linear is cheaper everywhere
     assert "already cheaper" in s["crossovers"]["train"]["mamba vs attention"]["status"]
     assert set(s["crossovers"]["train"]) == {f"{c} vs {r}" for c in ("linear_attention", "mamba")
@@ -142,7 +145,8 @@ def test_summary_recovers_exponents_and_crossovers(tmp_path):
     assert s["status_counts"] == {"ok": 48} and s["models"]["mamba"]["d_model"] == 16
 
     written = write_outputs(rows, tmp_path, {"config": {"note": "test"}})
-    assert (tmp_path / "time.png").stat().st_size > 0 and (tmp_path / "memory.png").stat().st_size > 0
+    assert written["plots"] == ["time.png", "cpu_time.png", "memory.png"]
+    assert all((tmp_path / name).stat().st_size > 0 for name in written["plots"])
     again = replot(tmp_path / "bench.csv")
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["config"] == {"note": "test"}
@@ -170,3 +174,14 @@ def test_tokens_per_batch_sets_the_batch():
 def test_bad_config_is_rejected_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BenchConfig(**kwargs)
+
+
+def test_fit_from_restricts_the_fitted_lengths():
+    rows = run_bench(config(modes=("train",)), fake_measure, None, progress=False, env=ENV)
+    for r in rows:  # bend the attention curve below 1024: only the long-L regime is quadratic
+        if r["mixer"] == "attention" and r["seq_len"] < 1024:
+            r["time_per_seq_s"] = 1e-7 * 1024**2 * (r["seq_len"] / 1024)
+    bent = summarize(rows)["fits"]["train"]["attention"]["time"]
+    asymptotic = summarize(rows, fit_min_len=1024)["fits"]["train"]["attention"]["time"]
+    assert bent["exponent"] < 1.9 and bent["n_points"] == 4
+    assert asymptotic["exponent"] == pytest.approx(2.0) and asymptotic["n_points"] == 2

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from .config import DEFAULT_MIXERS, DEFAULT_PARAMS, QUICK, BenchConfig
+from .config import DEFAULT_MIXERS, DEFAULT_PARAMS, QUICK, BenchConfig, with_preset
 from .measure import DTYPES, MODES
 from .output import replot, write_outputs
 from .summary import format_summary
@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     a("--out", help="output folder (default runs/bench/<time>)")
     a("--overwrite", action="store_true", help="replace an existing bench.csv in --out")
     a("--replot", metavar="CSV", help="only rebuild summary.json and plots from an existing CSV (into --out or its folder)")
+    a("--fit-from", type=int, metavar="L", help="fit exponents over lengths >= L only (the asymptotic regime)")
     a("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -61,13 +62,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """A BenchConfig from parsed arguments: the defaults, then --quick's preset, then what was given."""
     given = {
         k: v for k, v in vars(args).items()
-        if v is not None and k not in ("quick", "out", "overwrite", "replot", "no_progress")
+        if v is not None and k not in ("quick", "out", "overwrite", "replot", "no_progress", "fit_from")
     }
     for key in ("mixers", "seq_lens", "modes"):
         if key in given:
             given[key] = tuple(given[key])
-    preset = dict(QUICK) if args.quick else {}
-    return BenchConfig(**{**preset, **given})
+    return BenchConfig(**with_preset(QUICK if args.quick else {}, given))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.replot:
-            summary = replot(args.replot, args.out)
+            summary = replot(args.replot, args.out, args.fit_from)
             print(format_summary(summary))
             print(f"rewrote summary.json and {', '.join(summary['plots'])} in {args.out or Path(args.replot).parent}")
             return 0
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = run_bench(config, progress=not args.no_progress)
     wall = time.perf_counter() - t0
     summary = write_outputs(rows, out, {"config": asdict(config), "wall_s": round(wall, 1),
-                                        "command": "seqmix bench " + " ".join(argv if argv is not None else sys.argv[1:])})
+                                        "command": "seqmix bench " + " ".join(argv if argv is not None else sys.argv[1:])},
+                            args.fit_from)
     print(format_summary(summary))
     print(f"wall time {wall:.0f} s; wrote {CSV_NAME}, summary.json, {', '.join(summary['plots'])} to {out}")
     return 0

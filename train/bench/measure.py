@@ -47,20 +47,25 @@ def sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], None], device: str, warmup: int, repeats: int, deadline: float) -> list[float]:
-    """Run fn `warmup` times, then time up to `repeats` calls, stopping early (after one) when the next would pass deadline."""
+def time_calls(
+    fn: Callable[[], None], device: str, warmup: int, repeats: int, deadline: float
+) -> tuple[list[float], list[float]]:
+    """Run fn `warmup` times, then time up to `repeats` calls (stopping early, after one, when the next would pass
+    deadline); returns the wall times and this process's CPU times (all its threads) of the timed calls."""
     for _ in range(warmup):
         fn()
     sync(device)
-    times: list[float] = []
-    while len(times) < repeats:
-        t0 = time.perf_counter()
+    wall: list[float] = []
+    cpu: list[float] = []
+    while len(wall) < repeats:
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync(device)
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() + max(times) > deadline:
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+        if time.perf_counter() + max(wall) > deadline:
             break
-    return times
+    return wall, cpu
 
 
 def state_tensor_bytes(states: list[dict[str, torch.Tensor]]) -> int:
@@ -80,7 +85,7 @@ def build_model(point: Point) -> LanguageModel:
 
 
 def measure_point(point: Point, probe: Probe) -> dict:
-    """Time one point; returns wall times (s), and for prefill/decode the analytic and held state bytes."""
+    """Time one point; returns wall and CPU times (s) and, for prefill/decode, the analytic and held state bytes."""
     deadline = time.perf_counter() + 0.85 * point.time_budget_s  # leave room before the worker gets killed
     model = build_model(point)
     gen = torch.Generator().manual_seed(point.seed)
@@ -100,7 +105,7 @@ def measure_point(point: Point, probe: Probe) -> dict:
             opt.zero_grad(set_to_none=True)
 
         probe.baseline()
-        times = time_calls(run, device, point.warmup, point.repeats, deadline)
+        times, cpu_times = time_calls(run, device, point.warmup, point.repeats, deadline)
     elif point.mode == "prefill":
         model.eval()
         held: list = []
@@ -110,7 +115,7 @@ def measure_point(point: Point, probe: Probe) -> dict:
 
         probe.baseline()
         with torch.inference_mode():
-            times = time_calls(run, device, point.warmup, point.repeats, deadline)
+            times, cpu_times = time_calls(run, device, point.warmup, point.repeats, deadline)
         out["state_bytes_measured"] = state_tensor_bytes(held)
     elif point.mode == "decode":
         model.eval()
@@ -125,21 +130,23 @@ def measure_point(point: Point, probe: Probe) -> dict:
             def run() -> None:
                 states = clone_states(prompt_states)
                 sync(device)
-                t0 = time.perf_counter()
+                w0, c0 = time.perf_counter(), time.process_time()
                 for t in range(steps):
                     model.step(tokens[t], states)
                 sync(device)
-                per_token.append((time.perf_counter() - t0) / steps)
+                per_token.append(((time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps))
 
-            per_token: list[float] = []
+            per_token: list[tuple[float, float]] = []
             time_calls(run, device, point.warmup, point.repeats, deadline)
-            times = per_token[point.warmup:]  # the clone is outside the timed region
+            # only the steps are timed, not the clone of the prompt's state
+            times, cpu_times = (list(x) for x in zip(*per_token[point.warmup:], strict=True))
     else:
         raise ValueError(f"unknown mode {point.mode!r}; choose one of {', '.join(MODES)}")
 
     if point.mode != "train":
         out["state_bytes"] = model.state_bytes(length, b, DTYPES[point.dtype])
     out["times"] = times
+    out["cpu_times"] = cpu_times
     return out
 
 

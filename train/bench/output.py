@@ -13,10 +13,12 @@ from .summary import summarize
 SUMMARY_NAME = "summary.json"
 
 
-def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_outputs(
+    rows: list[dict[str, Any]], out_dir: str | Path, extra: dict[str, Any] | None = None, fit_min_len: int | None = None
+) -> dict[str, Any]:
     """Summarise rows, write out_dir/summary.json (with `extra`, e.g. the config) and the PNG plots; return the summary."""
     out_dir = Path(out_dir)
-    summary = summarize(rows)
+    summary = summarize(rows, fit_min_len)
     if extra:
         summary = {**extra, **summary}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -25,7 +27,7 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: str | Path, extra: dict[s
     return summary
 
 
-def replot(csv_path: str | Path, out_dir: str | Path | None = None) -> dict[str, Any]:
+def replot(csv_path: str | Path, out_dir: str | Path | None = None, fit_min_len: int | None = None) -> dict[str, Any]:
     """Rebuild summary.json and the plots from a bench CSV (into out_dir, default the CSV's folder)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -40,6 +42,8 @@ def replot(csv_path: str | Path, out_dir: str | Path | None = None) -> dict[str,
         try:
             previous = json.loads(old.read_text())
             extra = {k: previous[k] for k in ("config", "wall_s", "command") if k in previous}
+            if fit_min_len is None:
+                fit_min_len = previous.get("fit_min_len")
         except (json.JSONDecodeError, OSError):
             extra = {}
-    return write_outputs(rows, out, extra)
+    return write_outputs(rows, out, extra, fit_min_len)

@@ -10,9 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from .summary import cost, memory  # noqa: E402
+from .summary import cost, cpu_cost, memory  # noqa: E402
 
-TIME_LABELS = {"train": "s per step per sequence", "prefill": "s per prompt", "decode": "s per generated token"}
+TIME_LABELS = {"train": "s per step per sequence", "prefill": "s per prompt", "decode": "s per decode step (one token each)"}
 MEMORY_LABELS = {"train": "peak bytes per sequence", "prefill": "peak bytes per prompt", "decode": "decode-state bytes"}
 
 
@@ -39,14 +39,18 @@ def _panel(ax, rows: list[dict[str, Any]], mode: str, value, ylabel: str, fits: 
 
 
 def plot_rows(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Write time.png and memory.png into out_dir; returns their paths."""
+    """Write time.png, cpu_time.png (when CPU times were recorded) and memory.png into out_dir; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     env = summary["environment"]
     title = f"{env['device_name']} ({env['device']}), torch {env['torch_version']}, {env['threads']} threads"
     paths = []
-    for name, value, labels, key in (("time", cost, TIME_LABELS, "time"), ("memory", memory, MEMORY_LABELS, "memory")):
+    figures = [("time", cost, TIME_LABELS, "time"), ("memory", memory, MEMORY_LABELS, "memory")]
+    if any(r.get("cpu_time_median_s") for r in rows):
+        cpu_labels = {mode: f"worker CPU {label}" for mode, label in TIME_LABELS.items()}
+        figures.insert(1, ("cpu_time", cpu_cost, cpu_labels, "cpu_time"))
+    for name, value, labels, key in figures:
         fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
         for ax, mode in zip(axes[0], modes, strict=True):
             ylabel = labels[mode]

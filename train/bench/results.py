@@ -20,6 +20,7 @@ COLUMNS = (
     "status", "message", "repeats", "warmup", "decode_steps", "wall_s",
     # time: per step (train, prefill) or per generated token (decode)
     "time_median_s", "time_q25_s", "time_q75_s", "time_min_s", "time_max_s", "time_per_seq_s", "tokens_per_s",
+    "cpu_time_median_s",  # the worker's own CPU time: what the work costs when other processes compete for cores
     # memory
     "peak_mem_bytes", "mem_kind", "state_bytes", "state_bytes_measured",
     # compute
@@ -33,7 +34,7 @@ INT_COLUMNS = {
 }
 FLOAT_COLUMNS = {
     "wall_s", "time_median_s", "time_q25_s", "time_q75_s", "time_min_s", "time_max_s", "time_per_seq_s",
-    "tokens_per_s", "flops", "flops_per_s", "peak_flops_per_s", "utilization", "load_avg_1m",
+    "tokens_per_s", "cpu_time_median_s", "flops", "flops_per_s", "peak_flops_per_s", "utilization", "load_avg_1m",
 }
 
 

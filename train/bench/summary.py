@@ -19,8 +19,16 @@ def _ordered(values: list[Any]) -> list[Any]:
 
 
 def cost(row: dict[str, Any]) -> float | None:
-    """The time a point's exponent is fitted on: seconds per sequence (per step), or per generated token in decode."""
-    return row.get("time_per_seq_s")
+    """The time a point's exponent is fitted on: seconds per sequence per step, or per decode step in decode mode."""
+    return row.get("time_median_s") if row["mode"] == "decode" else row.get("time_per_seq_s")
+
+
+def cpu_cost(row: dict[str, Any]) -> float | None:
+    """As `cost`, from the worker's CPU time instead of wall time."""
+    cpu = row.get("cpu_time_median_s")
+    if cpu is None or row["mode"] == "decode":
+        return cpu
+    return cpu / row["batch"]
 
 
 def memory(row: dict[str, Any]) -> float | None:
@@ -36,8 +44,8 @@ def _series(rows: list[dict[str, Any]], value) -> tuple[list[float], list[float]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _fit(rows: list[dict[str, Any]], value) -> dict[str, Any] | None:
-    law = fit_power_law(*_series(rows, value))
+def _fit(rows: list[dict[str, Any]], value, min_len: int | None) -> dict[str, Any] | None:
+    law = fit_power_law(*_series([r for r in rows if min_len is None or r["seq_len"] >= min_len], value))
     return law.to_dict() if law else None
 
 
@@ -53,15 +61,21 @@ def decode_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "L_lo": lo["seq_len"],
         "L_hi": hi["seq_len"],
         "latency_ratio": hi["time_median_s"] / lo["time_median_s"],
+        "latency_vs_shortest": {r["seq_len"]: r["time_median_s"] / lo["time_median_s"] for r in ok},
+        "cpu_latency_vs_shortest": {
+            r["seq_len"]: r["cpu_time_median_s"] / lo["cpu_time_median_s"] for r in ok
+            if r.get("cpu_time_median_s") and lo.get("cpu_time_median_s")
+        },
         "state_bytes": {r["seq_len"]: r.get("state_bytes") for r in ok},
         "state_bytes_measured": {r["seq_len"]: r.get("state_bytes_measured") for r in ok},
         "state_bytes_agree": agree,
     }
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Exponents (log-log least squares) of time and memory per mixer and mode, crossover lengths of each O(n)
-    mixer against each attention arm, decode latency ratios and state-byte checks, and what each point ended as."""
+def summarize(rows: list[dict[str, Any]], fit_min_len: int | None = None) -> dict[str, Any]:
+    """Exponents (log-log least squares, over lengths >= fit_min_len if given) of time and memory per mixer and mode,
+    crossover lengths of each O(n) mixer against each attention arm (all lengths), decode latency ratios and
+    state-byte checks, and what each point ended as."""
     if not rows:
         raise ValueError("no benchmark rows to summarise")
     labels = _ordered([r["mixer"] for r in rows])
@@ -74,7 +88,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     fits: dict[str, dict[str, Any]] = {}
     crossovers: dict[str, dict[str, Any]] = {}
     for mode in modes:
-        fits[mode] = {m: {"time": _fit(by[m, mode], cost), "memory": _fit(by[m, mode], memory)} for m in labels}
+        fits[mode] = {
+            m: {key: _fit(by[m, mode], value, fit_min_len) for key, value in
+                (("time", cost), ("cpu_time", cpu_cost), ("memory", memory))}
+            for m in labels
+        }
         crossovers[mode] = {}
         for ref in quadratic:
             for ch in linear:
@@ -84,6 +102,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "environment": {k: rows[0].get(k) for k in ENV_KEYS},
         "models": {m: {k: first[m].get(k) for k in MODEL_KEYS} for m in labels},
         "seq_lens": sorted({r["seq_len"] for r in rows}),
+        "fit_min_len": fit_min_len,
         "fits": fits,
         "crossovers": crossovers,
         "decode": {m: decode_summary(by[m, "decode"]) for m in labels} if "decode" in modes else {},
@@ -113,13 +132,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             for m, v in summary["models"].items()
         ),
         "",
-        "fitted log-log exponents (time per sequence step / per decoded token; memory: peak per sequence, "
-        "decode: state bytes)",
+        "fitted log-log exponents (time per sequence step / per decode step; memory: peak per sequence, "
+        "decode: state bytes)" + (f", over L >= {summary['fit_min_len']}" if summary.get("fit_min_len") else ""),
     ]
     for mode, per_mixer in summary["fits"].items():
         for m, f in per_mixer.items():
             span = f" over L={f['time']['x_min']:g}..{f['time']['x_max']:g} ({f['time']['n_points']} pts)" if f["time"] else ""
-            lines.append(f"  {mode:8s} {m:20s} time {_exp(f['time'])}  memory {_exp(f['memory'])}{span}")
+            lines.append(f"  {mode:8s} {m:20s} time {_exp(f['time'])}  cpu time {_exp(f.get('cpu_time'))}  "
+                         f"memory {_exp(f['memory'])}{span}")
     lines.append("")
     lines.append("crossover (the O(n) mixer becomes faster than attention):")
     for mode, pairs in summary["crossovers"].items():
@@ -136,11 +156,12 @@ def format_summary(summary: dict[str, Any]) -> str:
                 lines.append(f"  {m:20s} no successful decode points")
                 continue
             states = ", ".join(f"L={n}: {_count(b)}" for n, b in d["state_bytes"].items())
-            lines.append(
-                f"  {m:20s} {d['latency_s'][d['L_hi']] * 1e3:.3f} ms @ L={d['L_hi']} / "
-                f"{d['latency_s'][d['L_lo']] * 1e3:.3f} ms @ L={d['L_lo']} = {d['latency_ratio']:.2f}x; "
-                f"state {states} (held tensors agree: {d['state_bytes_agree']})"
-            )
+            ratios = ", ".join(f"{n}: {x:.2f}x" for n, x in d["latency_vs_shortest"].items())
+            cpu = ", ".join(f"{n}: {x:.2f}x" for n, x in d.get("cpu_latency_vs_shortest", {}).items())
+            lines.append(f"  {m:20s} {d['latency_s'][d['L_lo']] * 1e3:.3f} ms @ L={d['L_lo']}; wall relative: {ratios}")
+            if cpu:
+                lines.append(f"  {'':20s} cpu time relative: {cpu}")
+            lines.append(f"  {'':20s} state bytes {states} (held tensors agree: {d['state_bytes_agree']})")
     lines.append("")
     lines.append("points: " + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()))
     for f in summary["failures"]:

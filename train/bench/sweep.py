@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,14 @@ CSV_NAME = "bench.csv"
 
 
 def default_memory_limit(config: BenchConfig) -> int | None:
-    """Bytes a CPU worker may map beyond its start: the configured cap, else half of physical memory."""
+    """Bytes a CPU worker may map beyond its start: the configured cap, else half of physical memory (at most 80% of
+    what is free now, so that an O(L^2) point fails cleanly instead of pushing other processes out)."""
     if config.device.startswith("cuda"):
         return None
     if config.memory_limit_gb is not None:
         return int(config.memory_limit_gb * 2**30)
-    return psutil.virtual_memory().total // 2
+    mem = psutil.virtual_memory()
+    return int(min(mem.total / 2, mem.available * 0.8))
 
 
 def measure_peak_flops(config: BenchConfig) -> float:
@@ -60,6 +63,7 @@ def point_row(
         return row
     result = outcome.result
     times = result["times"]
+    on_cpu = not point.device.startswith("cuda")  # on a GPU the host's CPU time says nothing about the work
     stats = time_stats(times)
     median = stats["time_median_s"]
     # forward FLOPs per token at context L (decode: the step at context L); backward costs about twice the forward
@@ -69,6 +73,7 @@ def point_row(
         "repeats": len(times),
         "time_per_seq_s": median / point.batch,
         "tokens_per_s": tokens / median,
+        "cpu_time_median_s": statistics.median(result["cpu_times"]) if result.get("cpu_times") and on_cpu else None,
         "peak_mem_bytes": outcome.peak_mem_bytes,
         "state_bytes": result.get("state_bytes"),
         "state_bytes_measured": result.get("state_bytes_measured"),
