@@ -225,7 +225,8 @@ def plot_heatmap(
     fig, ax = plt.subplots(figsize=(1.1 * len(lengths) + 2.5, 0.6 * len(depths) + 1.8))
     image = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
     for (i, j), value in np.ndenumerate(grid):
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if value < 0.2 or value > 0.85 else "black")  # readable on the dark ends of the map
     ax.set_xticks(range(len(lengths)), [f"{n}*" if n == train_len else str(n) for n in lengths])
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
     ax.set_xlabel(f"context length (tokens; * = training length {train_len})")

@@ -190,3 +190,14 @@ def test_perplexity_and_bits_per_byte_are_logged(corpus, tmp_path, tokenizer):
     test = [r for r in rows if r.get("test/loss")][0]
     assert float(test["test/bpb"]) == pytest.approx(float(test["test/loss"]) / math.log(2) / dm.test_bytes_per_token)
     assert (dm.bytes_per_token == 1.0) == (tokenizer == "byte")
+
+
+def test_text_metrics_give_no_bits_per_byte_where_the_data_has_no_bytes():
+    from train.data.induction import InductionDataModule
+
+    dm = InductionDataModule(seq_len=16, vocab_size=8, num_train=8, num_val=8, num_test=8, batch_size=8)
+    model = LMTask(ModelConfig(mixer="attention", d_model=16, n_layers=1, vocab_size=8))
+    trainer = L.Trainer(accelerator="cpu", callbacks=[TextMetrics()], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    (metrics,) = trainer.validate(model, dm, verbose=False)
+    assert metrics["val/ppl"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-5) and "val/bpb" not in metrics

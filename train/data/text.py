@@ -415,7 +415,7 @@ class TextDataModule(L.LightningDataModule):
 
 class TextMetrics(Callback):
     """Logs `val/ppl` and `val/bpb` (`test/...` when testing) from the epoch's mean `val/loss` (nats per token):
-    ppl = exp(loss), bpb = loss / ln 2 / bytes_per_token, bytes per token from the data module (1 if it has none)."""
+    ppl = exp(loss); bpb = loss / ln 2 / bytes_per_token, only when the data module has `bytes_per_token`."""
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # At epoch end, callback_metrics already holds this epoch's token-weighted mean loss.
@@ -423,9 +423,10 @@ class TextMetrics(Callback):
         if loss is None:
             return
         loss = float(loss)
-        per_token = getattr(trainer.datamodule, "bytes_per_token" if stage == "val" else "test_bytes_per_token", 1.0)
         pl_module.log(f"{stage}/ppl", math.exp(min(loss, 80.0)), sync_dist=True)
-        pl_module.log(f"{stage}/bpb", loss / math.log(2) / per_token, sync_dist=True)
+        per_token = getattr(trainer.datamodule, "bytes_per_token" if stage == "val" else "test_bytes_per_token", None)
+        if per_token:  # only data that knows its bytes (text) has a bits-per-byte
+            pl_module.log(f"{stage}/bpb", loss / math.log(2) / per_token, sync_dist=True)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log(trainer, pl_module, "val")
