@@ -143,3 +143,12 @@ def test_empty_sequence() -> None:
     case = Case(length=0)
     out, last, _ = run(selective_scan_torch, case, case.inputs(), grads=False)
     assert out.shape == (2, 6, 0) and torch.equal(last, torch.zeros(2, 6, 4))
+
+
+def test_last_state_can_be_updated_in_place() -> None:
+    """The Mamba decode step advances the returned state in place, with autograd on."""
+    case = Case(length=9)
+    ins = {k: (v.requires_grad_() if v is not None else None) for k, v in case.inputs().items()}
+    _, last = selective_scan_torch(*ins.values(), delta_softplus=True, return_last_state=True)
+    last.mul_(0.5)
+    assert last._base is None
