@@ -12,6 +12,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 if not torch.cuda.is_available() and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"
@@ -42,6 +44,7 @@ CASES = {
     "N=64": (Case(d_state=64, length=5, dim=2, batch=1), dict(block_l=4)),
     "grouped-channel-blocks": (Case(groups=2, length=11), dict(block_l=4, block_h=2)),
     "z-only-ungrouped-channel-blocks": (Case(D=False, bias=False, length=9), dict(block_l=8, block_h=4)),
+    "D-bias-no-z-no-softplus": (Case(z=False, softplus=False, length=13), dict(block_l=4)),
 }
 
 
@@ -71,3 +74,27 @@ def test_dispatch_reaches_triton() -> None:
     if torch.cuda.is_available():
         fn = _scan()
     assert_matches(run(fn, case, ins), reference(case, ins))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    length=st.integers(1, 12),
+    groups=st.sampled_from([None, 2]),
+    d_state=st.sampled_from([1, 3, 8]),
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    block_l=st.sampled_from([2, 4, 8]),
+    seed=st.integers(0, 2**16),
+)
+def test_triton_matches_reference_random(length, groups, d_state, flags, block_l, seed) -> None:
+    z, D, bias, softplus = flags
+    case = Case(1, 4, d_state, length, groups, z, D, bias, softplus)
+    ins = case.inputs(seed)
+    assert_matches(run(_scan(block_l=block_l, block_h=2), case, ins), reference(case, ins))
+
+
+def test_triton_last_state_is_a_fresh_tensor() -> None:
+    case = Case(length=5, dim=2, batch=1)
+    ins = {k: (v.requires_grad_() if v is not None else None) for k, v in case.inputs().items()}
+    _, last = _scan()(*ins.values(), delta_softplus=True, return_last_state=True)
+    last.mul_(0.5)
+    assert last._base is None
