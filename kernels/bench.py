@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -132,10 +133,14 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         if not args.device.startswith("cuda"):
             backends = [b for b in backends if b != "triton"]  # the CPU interpreter is for tests, not timing
     backends = sorted(dict.fromkeys(backends), key=lambda b: b != "ref")
+    where = args.device
+    if not args.device.startswith("cuda"):
+        # Other processes on the same cores distort CPU timings (and multi-threaded ones most): say how busy.
+        load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+        where += f" ({torch.get_num_threads()} threads of {os.cpu_count()} CPUs{load})"
     print(
-        f"selective scan: B={args.batch} D={args.dim} N={args.d_state} {args.dtype} on {args.device}"
-        + (f" ({torch.get_num_threads()} threads)" if not args.device.startswith("cuda") else "")
-        + f"; median of {args.repeats} after {args.warmup} warm-up; delta_softplus, D and z on"
+        f"selective scan: B={args.batch} D={args.dim} N={args.d_state} {args.dtype} on {where}; "
+        f"median of {args.repeats} after {args.warmup} warm-up; delta_softplus, D and z on"
     )
     skipped = [L for L in args.lengths if L > args.ref_max_length]
     if "ref" in backends and skipped:
