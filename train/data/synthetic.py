@@ -110,7 +110,8 @@ class SyntheticDataModule(L.LightningDataModule):
     def generate(
         self, n: int, seq_len: int | None = None, depth: float | None = None, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
-        """n fresh examples {"input_ids", "labels"} (int64, (n, seq_len)); depth only for tasks that place a target."""
+        """n examples {"input_ids", "labels"} (int64, (n, seq_len)) drawn from `generator` (default: a fixed stream of
+        the seed); depth (a fraction in [0, 1], None = random) only for tasks that place something."""
         check_int("n", n)
         seq_len = self.seq_len if seq_len is None else check_int("seq_len", seq_len)
         depth = check_depth(depth)
