@@ -152,3 +152,15 @@ def test_last_state_can_be_updated_in_place() -> None:
     _, last = selective_scan_torch(*ins.values(), delta_softplus=True, return_last_state=True)
     last.mul_(0.5)
     assert last._base is None
+
+
+def test_saves_only_inputs_and_chunk_start_states() -> None:
+    """Nothing (B, D, L, N)-sized is kept for the backward: the inputs themselves plus one state per chunk."""
+    case = Case(batch=2, dim=6, d_state=4, length=40)
+    ins = {k: (v.requires_grad_() if v is not None else None) for k, v in case.inputs().items()}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        selective_scan_torch(*ins.values(), delta_softplus=True, chunk=8)
+    inputs = {v.data_ptr() for v in ins.values() if v is not None}
+    extra = [t for t in saved if t.data_ptr() not in inputs]
+    assert [tuple(t.shape) for t in extra] == [(2, 1, 5, 6, 4)]  # (batch, G, L / chunk, H, N)
