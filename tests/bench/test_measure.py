@@ -5,7 +5,7 @@ import torch
 
 from archs import MIXERS, LanguageModel, ModelConfig
 from train.bench.config import parse_mixer
-from train.bench.measure import Point, Probe, clone_states, measure_point, state_tensor_bytes, time_stats
+from train.bench.measure import Point, Probe, clone_states, measure_point, state_tensor_bytes, time_calls, time_stats
 from train.bench.peak import matmul_flops_per_s
 
 ARMS = ["attention", "attention_explicit", *sorted(set(MIXERS) - {"attention"})]
@@ -70,3 +70,10 @@ def test_parse_mixer_forms():
 def test_matmul_peak_is_measured():
     flops = matmul_flops_per_s(n=256, repeats=2)
     assert 1e8 < flops < 1e14
+
+
+def test_min_time_keeps_sampling_cheap_calls():
+    wall, cpu = time_calls(lambda: None, "cpu", warmup=0, repeats=3, deadline=float("inf"), min_time=0.05)
+    assert len(wall) > 3 and len(cpu) == len(wall)
+    wall, _ = time_calls(lambda: None, "cpu", warmup=0, repeats=3, deadline=float("inf"))
+    assert len(wall) == 3

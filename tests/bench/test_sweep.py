@@ -180,8 +180,41 @@ def test_fit_from_restricts_the_fitted_lengths():
     rows = run_bench(config(modes=("train",)), fake_measure, None, progress=False, env=ENV)
     for r in rows:  # bend the attention curve below 1024: only the long-L regime is quadratic
         if r["mixer"] == "attention" and r["seq_len"] < 1024:
-            r["time_per_seq_s"] = 1e-7 * 1024**2 * (r["seq_len"] / 1024)
+            r["time_median_s"] = 1e-7 * 1024**2 * (r["seq_len"] / 1024)
     bent = summarize(rows)["fits"]["train"]["attention"]["time"]
     asymptotic = summarize(rows, fit_min_len=1024)["fits"]["train"]["attention"]["time"]
     assert bent["exponent"] < 1.9 and bent["n_points"] == 4
     assert asymptotic["exponent"] == pytest.approx(2.0) and asymptotic["n_points"] == 2
+
+
+CALLS: dict = {}
+
+
+def oom_on_second_call(point, probe):
+    key = (point.label, point.mode, point.seq_len)
+    CALLS[key] = CALLS.get(key, 0) + 1
+    if key == ("mamba", "train", 512) and CALLS[key] == 2:
+        raise MemoryError("out of memory in round 2")
+    return fake_measure(point, probe)
+
+
+def test_rounds_pool_repeats_and_keep_samples_when_a_later_round_fails(tmp_path):
+    CALLS.clear()
+    rows = by_key(run_bench(config(rounds=3, modes=("train",)), oom_on_second_call, tmp_path / "b.csv",
+                            progress=False, env=ENV))
+    assert len(read_csv(tmp_path / "b.csv")) == len(rows) == 4 * 4
+    steady = rows["attention", "train", 1024]
+    assert (steady["status"], steady["rounds"], steady["repeats"]) == ("ok", 3, 9)
+    hit = rows["mamba", "train", 512]
+    assert (hit["status"], hit["rounds"], hit["repeats"]) == ("ok", 1, 3)
+    assert "round 2: oom (MemoryError: out of memory in round 2)" in hit["message"]
+    assert CALLS["mamba", "train", 512] == 2  # not retried in round 3
+    assert rows["mamba", "train", 1024]["rounds"] == 3  # longer lengths are not skipped for a later-round failure
+
+
+def test_summary_on_min_times():
+    rows = run_bench(config(modes=("decode",)), fake_measure, None, progress=False, env=ENV)
+    by_median, by_min = summarize(rows)["decode"]["mamba"], summarize(rows, stat="min")["decode"]["mamba"]
+    assert by_min["latency_s"][256] == pytest.approx(0.9 * by_median["latency_s"][256])
+    with pytest.raises(ValueError, match="unknown time statistic 'mean'"):
+        summarize(rows, stat="mean")

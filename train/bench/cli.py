@@ -12,7 +12,7 @@ from pathlib import Path
 from .config import DEFAULT_MIXERS, DEFAULT_PARAMS, QUICK, BenchConfig, with_preset
 from .measure import DTYPES, MODES
 from .output import replot, write_outputs
-from .summary import format_summary
+from .summary import STATS, format_summary
 from .sweep import CSV_NAME, run_bench
 
 
@@ -42,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     a("--device", help="auto (cuda when present), cpu, cuda[:N] (default auto)")
     a("--repeats", type=int, help="timed repeats per point, at most (default 5)")
     a("--warmup", type=int, help="untimed calls before timing (default 1)")
+    a("--min-time", type=float, dest="min_time_s", help="keep timing a point for at least this many seconds (default 0)")
+    a("--rounds", type=int, help="sweep this many times, pooling each point's repeats (steadier on a busy machine)")
     a("--time-budget", type=float, dest="time_budget_s", help="seconds per point before it is killed (default 60)")
     a("--memory-limit-gb", type=float, help="CPU worker address-space cap (default half of physical memory)")
     a("--threads", type=int, help="torch threads per worker (default torch's)")
@@ -54,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     a("--overwrite", action="store_true", help="replace an existing bench.csv in --out")
     a("--replot", metavar="CSV", help="only rebuild summary.json and plots from an existing CSV (into --out or its folder)")
     a("--fit-from", type=int, metavar="L", help="fit exponents over lengths >= L only (the asymptotic regime)")
+    a("--stat", choices=STATS, help="per-point time the fits and ratios use: median (default) or min over repeats "
+      "(steadier when other work shares the machine)")
     a("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -62,7 +66,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """A BenchConfig from parsed arguments: the defaults, then --quick's preset, then what was given."""
     given = {
         k: v for k, v in vars(args).items()
-        if v is not None and k not in ("quick", "out", "overwrite", "replot", "no_progress", "fit_from")
+        if v is not None and k not in ("quick", "out", "overwrite", "replot", "no_progress", "fit_from", "stat")
     }
     for key in ("mixers", "seq_lens", "modes"):
         if key in given:
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.replot:
-            summary = replot(args.replot, args.out, args.fit_from)
+            summary = replot(args.replot, args.out, args.fit_from, args.stat)
             print(format_summary(summary))
             print(f"rewrote summary.json and {', '.join(summary['plots'])} in {args.out or Path(args.replot).parent}")
             return 0
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     summary = write_outputs(rows, out, {"config": asdict(config), "wall_s": round(wall, 1),
                                         "command": "seqmix bench " + " ".join(argv if argv is not None else sys.argv[1:])},
-                            args.fit_from)
+                            args.fit_from, args.stat or "median")
     print(format_summary(summary))
     print(f"wall time {wall:.0f} s; wrote {CSV_NAME}, summary.json, {', '.join(summary['plots'])} to {out}")
     return 0

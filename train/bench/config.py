@@ -70,6 +70,8 @@ class BenchConfig:
     device: str = "auto"
     repeats: int = 5
     warmup: int = 1
+    min_time_s: float = 0.0  # keep timing a point until this many seconds of repeats (cheap points: more samples)
+    rounds: int = 1  # sweep this many times, pooling each point's repeats: drifts in machine load hit every point
     time_budget_s: float = 60.0
     memory_limit_gb: float | None = None  # CPU workers' address-space cap; default half of physical memory
     threads: int | None = None
@@ -93,7 +95,7 @@ class BenchConfig:
             raise ValueError(f"seq_lens must be positive integers, got {list(self.seq_lens)}")
         if self.params is not None and self.d_model is not None:
             raise ValueError(f"give a parameter budget (params={self.params}) or a width (d_model={self.d_model}), not both")
-        for name in ("n_layers", "vocab_size", "batch", "decode_steps", "repeats"):
+        for name in ("n_layers", "vocab_size", "batch", "decode_steps", "repeats", "rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -105,6 +107,8 @@ class BenchConfig:
             raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if not self.min_time_s >= 0:
+            raise ValueError(f"min_time_s must be >= 0, got {self.min_time_s!r}")
         if not self.time_budget_s > 0:
             raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s!r}")
         if self.memory_limit_gb is not None and not self.memory_limit_gb > 0:

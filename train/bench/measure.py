@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from archs import LanguageModel, ModelConfig
 
 MODES = ("train", "prefill", "decode")
+MAX_REPEATS = 10_000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -32,6 +33,7 @@ class Point:
     decode_steps: int = 16
     time_budget_s: float = 60.0
     seed: int = 0
+    min_time_s: float = 0.0
 
 
 class Probe:
@@ -48,16 +50,18 @@ def sync(device: str) -> None:
 
 
 def time_calls(
-    fn: Callable[[], None], device: str, warmup: int, repeats: int, deadline: float
+    fn: Callable[[], None], device: str, warmup: int, repeats: int, deadline: float, min_time: float = 0.0
 ) -> tuple[list[float], list[float]]:
-    """Run fn `warmup` times, then time up to `repeats` calls (stopping early, after one, when the next would pass
-    deadline); returns the wall times and this process's CPU times (all its threads) of the timed calls."""
+    """Run fn `warmup` times, then time it at least `repeats` times and for at least `min_time` seconds in all (so
+    that cheap calls are sampled across a window longer than a burst of other work), stopping early, after one
+    call, when the next would pass deadline; returns the wall times and this process's CPU times (all threads)."""
     for _ in range(warmup):
         fn()
     sync(device)
     wall: list[float] = []
     cpu: list[float] = []
-    while len(wall) < repeats:
+    start = time.perf_counter()
+    while len(wall) < repeats or (time.perf_counter() - start < min_time and len(wall) < MAX_REPEATS):
         w0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync(device)
@@ -105,7 +109,7 @@ def measure_point(point: Point, probe: Probe) -> dict:
             opt.zero_grad(set_to_none=True)
 
         probe.baseline()
-        times, cpu_times = time_calls(run, device, point.warmup, point.repeats, deadline)
+        times, cpu_times = time_calls(run, device, point.warmup, point.repeats, deadline, point.min_time_s)
     elif point.mode == "prefill":
         model.eval()
         held: list = []
@@ -115,7 +119,7 @@ def measure_point(point: Point, probe: Probe) -> dict:
 
         probe.baseline()
         with torch.inference_mode():
-            times, cpu_times = time_calls(run, device, point.warmup, point.repeats, deadline)
+            times, cpu_times = time_calls(run, device, point.warmup, point.repeats, deadline, point.min_time_s)
         out["state_bytes_measured"] = state_tensor_bytes(held)
     elif point.mode == "decode":
         model.eval()
@@ -137,7 +141,7 @@ def measure_point(point: Point, probe: Probe) -> dict:
                 per_token.append(((time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps))
 
             per_token: list[tuple[float, float]] = []
-            time_calls(run, device, point.warmup, point.repeats, deadline)
+            time_calls(run, device, point.warmup, point.repeats, deadline, point.min_time_s)
             # only the steps are timed, not the clone of the prompt's state
             times, cpu_times = (list(x) for x in zip(*per_token[point.warmup:], strict=True))
     else:

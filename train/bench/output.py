@@ -14,11 +14,15 @@ SUMMARY_NAME = "summary.json"
 
 
 def write_outputs(
-    rows: list[dict[str, Any]], out_dir: str | Path, extra: dict[str, Any] | None = None, fit_min_len: int | None = None
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    extra: dict[str, Any] | None = None,
+    fit_min_len: int | None = None,
+    stat: str = "median",
 ) -> dict[str, Any]:
     """Summarise rows, write out_dir/summary.json (with `extra`, e.g. the config) and the PNG plots; return the summary."""
     out_dir = Path(out_dir)
-    summary = summarize(rows, fit_min_len)
+    summary = summarize(rows, fit_min_len, stat)
     if extra:
         summary = {**extra, **summary}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -27,8 +31,11 @@ def write_outputs(
     return summary
 
 
-def replot(csv_path: str | Path, out_dir: str | Path | None = None, fit_min_len: int | None = None) -> dict[str, Any]:
-    """Rebuild summary.json and the plots from a bench CSV (into out_dir, default the CSV's folder)."""
+def replot(
+    csv_path: str | Path, out_dir: str | Path | None = None, fit_min_len: int | None = None, stat: str | None = None
+) -> dict[str, Any]:
+    """Rebuild summary.json and the plots from a bench CSV (into out_dir, default the CSV's folder); fit_min_len and
+    stat default to those of the summary.json already there."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise ValueError(f"--replot: no such CSV file {str(csv_path)!r}")
@@ -44,6 +51,8 @@ def replot(csv_path: str | Path, out_dir: str | Path | None = None, fit_min_len:
             extra = {k: previous[k] for k in ("config", "wall_s", "command") if k in previous}
             if fit_min_len is None:
                 fit_min_len = previous.get("fit_min_len")
+            if stat is None:
+                stat = previous.get("stat")
         except (json.JSONDecodeError, OSError):
             extra = {}
-    return write_outputs(rows, out, extra, fit_min_len)
+    return write_outputs(rows, out, extra, fit_min_len, stat or "median")

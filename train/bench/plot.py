@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,38 @@ TIME_LABELS = {"train": "s per step per sequence", "prefill": "s per prompt", "d
 MEMORY_LABELS = {"train": "peak bytes per sequence", "prefill": "peak bytes per prompt", "decode": "decode-state bytes"}
 
 
+def _iqr(row: dict[str, Any]) -> tuple[float, float] | None:
+    """The interquartile range of a point's wall time, per sequence as `cost` scales it."""
+    if row.get("time_q25_s") is None:
+        return None
+    per = 1.0 if row["mode"] == "decode" else 1.0 / row["batch"]
+    return row["time_q25_s"] * per, row["time_q75_s"] * per
+
+
 def _panel(ax, rows: list[dict[str, Any]], mode: str, value, ylabel: str, fits: dict[str, Any], key: str) -> None:
+    held_label = "held by the state tensors"
     for mixer in dict.fromkeys(r["mixer"] for r in rows):
-        pts = sorted((r["seq_len"], value(r)) for r in rows
-                     if r["mixer"] == mixer and r["mode"] == mode and r["status"] == "ok" and value(r))
-        if not pts:
+        mine = sorted((r for r in rows if r["mixer"] == mixer and r["mode"] == mode), key=lambda r: r["seq_len"])
+        ok = [r for r in mine if r["status"] == "ok" and value(r)]
+        if not ok:
             continue
         fit = fits.get(mode, {}).get(mixer, {}).get(key)
         label = f"{mixer} (slope {fit['exponent']:.2f})" if fit else mixer
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-        failed = [r for r in rows if r["mixer"] == mixer and r["mode"] == mode and r["status"] in ("oom", "timeout")]
-        for r in failed:  # mark where the line stops, and why
-            ax.annotate(r["status"], (r["seq_len"], pts[-1][1]), fontsize=7, ha="center", va="bottom")
+        (line,) = ax.plot([r["seq_len"] for r in ok], [value(r) for r in ok], marker="o", label=label)
+        if key == "time":
+            bands = [(r["seq_len"], _iqr(r)) for r in ok]
+            bands = [(n, b) for n, b in bands if b]
+            if bands:
+                ax.fill_between([n for n, _ in bands], [b[0] for _, b in bands], [b[1] for _, b in bands],
+                                color=line.get_color(), alpha=0.2, linewidth=0)
+        if key == "memory" and mode == "decode":  # what the state tensors hold, over the analytic line
+            held = [(r["seq_len"], r["state_bytes_measured"]) for r in ok if r.get("state_bytes_measured")]
+            ax.plot([n for n, _ in held], [b for _, b in held], linestyle="none", marker="x", color="black",
+                    markersize=5, label=held_label)
+            held_label = None  # one legend entry for all mixers
+        for r in mine:  # mark where the line stops, and why
+            if r["status"] in ("oom", "timeout"):
+                ax.annotate(r["status"], (r["seq_len"], value(ok[-1])), fontsize=7, ha="center", va="bottom")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_title(mode)
@@ -46,10 +67,13 @@ def plot_rows(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str 
     env = summary["environment"]
     title = f"{env['device_name']} ({env['device']}), torch {env['torch_version']}, {env['threads']} threads"
     paths = []
-    figures = [("time", cost, TIME_LABELS, "time"), ("memory", memory, MEMORY_LABELS, "memory")]
+    stat = summary.get("stat", "median")
+    wall, cpu = partial(cost, stat=stat), partial(cpu_cost, stat=stat)
+    time_labels = {mode: f"{label} ({stat})" for mode, label in TIME_LABELS.items()}
+    figures = [("time", wall, time_labels, "time"), ("memory", memory, MEMORY_LABELS, "memory")]
     if any(r.get("cpu_time_median_s") for r in rows):
-        cpu_labels = {mode: f"worker CPU {label}" for mode, label in TIME_LABELS.items()}
-        figures.insert(1, ("cpu_time", cpu_cost, cpu_labels, "cpu_time"))
+        cpu_labels = {mode: f"worker CPU {label}" for mode, label in time_labels.items()}
+        figures.insert(1, ("cpu_time", cpu, cpu_labels, "cpu_time"))
     for name, value, labels, key in figures:
         fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4), squeeze=False)
         for ax, mode in zip(axes[0], modes, strict=True):

@@ -6,7 +6,7 @@ import csv
 import os
 import platform
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
@@ -17,10 +17,10 @@ COLUMNS = (
     "mixer", "mixer_name", "mixer_args", "mode", "seq_len", "batch", "tokens",
     "d_model", "d_ff", "n_layers", "vocab_size", "params_non_embedding", "params_total", "dtype",
     # how it went
-    "status", "message", "repeats", "warmup", "decode_steps", "wall_s",
+    "status", "message", "rounds", "repeats", "warmup", "decode_steps", "wall_s",
     # time: per step (train, prefill) or per generated token (decode)
     "time_median_s", "time_q25_s", "time_q75_s", "time_min_s", "time_max_s", "time_per_seq_s", "tokens_per_s",
-    "cpu_time_median_s",  # the worker's own CPU time: what the work costs when other processes compete for cores
+    "cpu_time_median_s", "cpu_time_min_s",  # the worker's own CPU time: less disturbed by other processes
     # memory
     "peak_mem_bytes", "mem_kind", "state_bytes", "state_bytes_measured",
     # compute
@@ -30,11 +30,12 @@ COLUMNS = (
 )
 INT_COLUMNS = {
     "seq_len", "batch", "tokens", "d_model", "d_ff", "n_layers", "vocab_size", "params_non_embedding", "params_total",
-    "repeats", "warmup", "decode_steps", "peak_mem_bytes", "state_bytes", "state_bytes_measured", "threads",
+    "rounds", "repeats", "warmup", "decode_steps", "peak_mem_bytes", "state_bytes", "state_bytes_measured", "threads",
 }
 FLOAT_COLUMNS = {
     "wall_s", "time_median_s", "time_q25_s", "time_q75_s", "time_min_s", "time_max_s", "time_per_seq_s",
-    "tokens_per_s", "cpu_time_median_s", "flops", "flops_per_s", "peak_flops_per_s", "utilization", "load_avg_1m",
+    "tokens_per_s", "cpu_time_median_s", "cpu_time_min_s", "flops", "flops_per_s", "peak_flops_per_s", "utilization",
+    "load_avg_1m",
 }
 
 
@@ -62,35 +63,22 @@ def environment(device: str, threads: int | None, peak_flops: float) -> dict[str
     }
 
 
-class CsvAppender:
-    """Appends rows to a CSV with the fixed COLUMNS, flushing each, so a crash loses nothing already measured."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = open(self.path, "w", newline="")  # held open across the sweep
-        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
-        self._writer.writeheader()
-        self._file.flush()
-
-    def append(self, row: dict[str, Any]) -> None:
-        """Write one row (missing columns left empty) and push it to disk."""
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Write rows under the fixed COLUMNS (missing cells empty), atomically: a crash leaves the previous file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for row in rows:
         unknown = sorted(set(row) - set(COLUMNS))
         if unknown:
             raise ValueError(f"row has columns the benchmark CSV does not: {', '.join(unknown)}")
-        self._writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        """Close the file."""
-        self._file.close()
-
-    def __enter__(self) -> CsvAppender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: "" if row.get(k) is None else row[k] for k in COLUMNS} for row in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _typed(key: str, value: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from .fit import crossover, fit_power_law
@@ -18,17 +19,20 @@ def _ordered(values: list[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
-def cost(row: dict[str, Any]) -> float | None:
+STATS = ("median", "min")
+"""Which per-point time statistic fits and ratios use: the median, or the least-disturbed (min) repeat."""
+
+
+def cost(row: dict[str, Any], stat: str = "median") -> float | None:
     """The time a point's exponent is fitted on: seconds per sequence per step, or per decode step in decode mode."""
-    return row.get("time_median_s") if row["mode"] == "decode" else row.get("time_per_seq_s")
+    t = row.get(f"time_{stat}_s")
+    return t if t is None or row["mode"] == "decode" else t / row["batch"]
 
 
-def cpu_cost(row: dict[str, Any]) -> float | None:
+def cpu_cost(row: dict[str, Any], stat: str = "median") -> float | None:
     """As `cost`, from the worker's CPU time instead of wall time."""
-    cpu = row.get("cpu_time_median_s")
-    if cpu is None or row["mode"] == "decode":
-        return cpu
-    return cpu / row["batch"]
+    t = row.get(f"cpu_time_{stat}_s")
+    return t if t is None or row["mode"] == "decode" else t / row["batch"]
 
 
 def memory(row: dict[str, Any]) -> float | None:
@@ -49,35 +53,36 @@ def _fit(rows: list[dict[str, Any]], value, min_len: int | None) -> dict[str, An
     return law.to_dict() if law else None
 
 
-def decode_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def decode_summary(rows: list[dict[str, Any]], stat: str = "median") -> dict[str, Any]:
     """Per-token latency growth from the shortest to the longest measured context, and state bytes against L."""
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["seq_len"])
     if not ok:
         return {}
     lo, hi = ok[0], ok[-1]
+    wall, cpu = partial(cost, stat=stat), partial(cpu_cost, stat=stat)
     agree = all(r.get("state_bytes") == r.get("state_bytes_measured") for r in ok)
     return {
-        "latency_s": {r["seq_len"]: r["time_median_s"] for r in ok},
+        "latency_s": {r["seq_len"]: wall(r) for r in ok},
         "L_lo": lo["seq_len"],
         "L_hi": hi["seq_len"],
-        "latency_ratio": hi["time_median_s"] / lo["time_median_s"],
-        "latency_vs_shortest": {r["seq_len"]: r["time_median_s"] / lo["time_median_s"] for r in ok},
-        "cpu_latency_vs_shortest": {
-            r["seq_len"]: r["cpu_time_median_s"] / lo["cpu_time_median_s"] for r in ok
-            if r.get("cpu_time_median_s") and lo.get("cpu_time_median_s")
-        },
+        "latency_ratio": wall(hi) / wall(lo),
+        "latency_vs_shortest": {r["seq_len"]: wall(r) / wall(lo) for r in ok},
+        "cpu_latency_vs_shortest": {r["seq_len"]: cpu(r) / cpu(lo) for r in ok if cpu(r) and cpu(lo)},
         "state_bytes": {r["seq_len"]: r.get("state_bytes") for r in ok},
         "state_bytes_measured": {r["seq_len"]: r.get("state_bytes_measured") for r in ok},
         "state_bytes_agree": agree,
     }
 
 
-def summarize(rows: list[dict[str, Any]], fit_min_len: int | None = None) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], fit_min_len: int | None = None, stat: str = "median") -> dict[str, Any]:
     """Exponents (log-log least squares, over lengths >= fit_min_len if given) of time and memory per mixer and mode,
     crossover lengths of each O(n) mixer against each attention arm (all lengths), decode latency ratios and
-    state-byte checks, and what each point ended as."""
+    state-byte checks, and what each point ended as; times are each point's `stat` (median or min) over repeats."""
     if not rows:
         raise ValueError("no benchmark rows to summarise")
+    if stat not in STATS:
+        raise ValueError(f"unknown time statistic {stat!r}; choose one of {', '.join(STATS)}")
+    wall, cpu = partial(cost, stat=stat), partial(cpu_cost, stat=stat)
     labels = _ordered([r["mixer"] for r in rows])
     modes = _ordered([r["mode"] for r in rows])
     by = {(m, mode): [r for r in rows if r["mixer"] == m and r["mode"] == mode] for m in labels for mode in modes}
@@ -90,22 +95,23 @@ def summarize(rows: list[dict[str, Any]], fit_min_len: int | None = None) -> dic
     for mode in modes:
         fits[mode] = {
             m: {key: _fit(by[m, mode], value, fit_min_len) for key, value in
-                (("time", cost), ("cpu_time", cpu_cost), ("memory", memory))}
+                (("time", wall), ("cpu_time", cpu), ("memory", memory))}
             for m in labels
         }
         crossovers[mode] = {}
         for ref in quadratic:
             for ch in linear:
-                c = crossover(*_series(by[ref, mode], cost), *_series(by[ch, mode], cost))
+                c = crossover(*_series(by[ref, mode], wall), *_series(by[ch, mode], wall))
                 crossovers[mode][f"{ch} vs {ref}"] = c.to_dict()
     return {
         "environment": {k: rows[0].get(k) for k in ENV_KEYS},
         "models": {m: {k: first[m].get(k) for k in MODEL_KEYS} for m in labels},
         "seq_lens": sorted({r["seq_len"] for r in rows}),
         "fit_min_len": fit_min_len,
+        "stat": stat,
         "fits": fits,
         "crossovers": crossovers,
-        "decode": {m: decode_summary(by[m, "decode"]) for m in labels} if "decode" in modes else {},
+        "decode": {m: decode_summary(by[m, "decode"], stat) for m in labels} if "decode" in modes else {},
         "status_counts": dict(Counter(r["status"] for r in rows)),
         "failures": [
             {k: r.get(k) for k in ("mixer", "mode", "seq_len", "status", "message")} for r in rows if r["status"] != "ok"
@@ -133,7 +139,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         ),
         "",
         "fitted log-log exponents (time per sequence step / per decode step; memory: peak per sequence, "
-        "decode: state bytes)" + (f", over L >= {summary['fit_min_len']}" if summary.get("fit_min_len") else ""),
+        "decode: state bytes)" + (f", over L >= {summary['fit_min_len']}" if summary.get("fit_min_len") else "")
+        + f"; times are each point's {summary.get('stat', 'median')} over its repeats",
     ]
     for mode, per_mixer in summary["fits"].items():
         for m, f in per_mixer.items():

@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from archs import LanguageModel
 from .config import BenchConfig, MixerSpec, model_summary
 from .measure import DTYPES, Point, Probe, measure_point, time_stats
 from .peak import matmul_flops_per_s
-from .results import CsvAppender, environment
+from .results import environment, write_csv
 from .worker import Outcome, call_measured, run_isolated
 
 MeasureFn = Callable[[Point, Probe], dict]
@@ -74,6 +75,7 @@ def point_row(
         "time_per_seq_s": median / point.batch,
         "tokens_per_s": tokens / median,
         "cpu_time_median_s": statistics.median(result["cpu_times"]) if result.get("cpu_times") and on_cpu else None,
+        "cpu_time_min_s": min(result["cpu_times"]) if result.get("cpu_times") and on_cpu else None,
         "peak_mem_bytes": outcome.peak_mem_bytes,
         "state_bytes": result.get("state_bytes"),
         "state_bytes_measured": result.get("state_bytes_measured"),
@@ -91,6 +93,22 @@ def skipped_row(spec: MixerSpec, sizes: dict[str, Any], point: Point, env: dict[
     return point_row(spec, sizes, point, env, outcome, 0.0)
 
 
+def pool(earlier: Outcome | None, new: Outcome, round_: int) -> Outcome:
+    """One point's outcomes over rounds: timings concatenated, the highest memory peak, wall times added.
+    A failure after a successful round keeps the samples already taken and is noted in the message."""
+    if earlier is None:
+        return new
+    if new.status != "ok":
+        note = f"round {round_ + 1}: {new.status} ({new.message})"
+        return replace(earlier, message="; ".join(filter(None, [earlier.message, note])), wall_s=earlier.wall_s + new.wall_s)
+    result = dict(earlier.result)
+    for key in ("times", "cpu_times"):
+        result[key] = list(earlier.result.get(key, [])) + list(new.result.get(key, []))
+    peaks = [p for p in (earlier.peak_mem_bytes, new.peak_mem_bytes) if p is not None]
+    return replace(earlier, result=result, peak_mem_bytes=max(peaks) if peaks else None,
+                   wall_s=earlier.wall_s + new.wall_s, extra={"rounds": earlier.extra.get("rounds", 1) + 1})
+
+
 def run_bench(
     config: BenchConfig,
     measure: MeasureFn = measure_point,
@@ -98,9 +116,10 @@ def run_bench(
     progress: bool = True,
     env: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every mixer x mode x length (shortest lengths first); returns the rows, also appended to csv_path
-    (default out_dir/bench.csv when out_dir is set) as each point finishes. A point that times out or runs out of
-    memory is recorded, and the longer lengths of that mixer and mode are recorded as skipped."""
+    """Measure every mixer x mode x length (shortest lengths first), `config.rounds` times over, pooling each point's
+    repeats across rounds; returns the rows, also written to csv_path (default out_dir/bench.csv when out_dir is set)
+    after every point. A point that times out or runs out of memory in the first round is recorded as such, and the
+    longer lengths of that mixer and mode as skipped."""
     if csv_path is None and config.out_dir is not None:
         csv_path = Path(config.out_dir) / CSV_NAME
     if env is None:
@@ -114,36 +133,44 @@ def run_bench(
 
     plan = [(n, mode, s) for n in config.seq_lens for mode in config.modes for s in specs]
     failed: dict[tuple[str, str], tuple[str, int]] = {}
-    rows: list[dict[str, Any]] = []
-    writer = CsvAppender(csv_path) if csv_path is not None else None
-    bar = tqdm(plan, desc="seqmix bench", unit="pt", disable=not progress, dynamic_ncols=True)
+    outcomes: dict[tuple[str, str, int], Outcome] = {}
+    dropped: set[tuple[str, str, int]] = set()  # failed in a later round: keep its samples, do not retry
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    bar = tqdm(total=len(plan) * config.rounds, desc="seqmix bench", unit="pt", disable=not progress, dynamic_ncols=True)
     try:
-        for seq_len, mode, spec in bar:
-            bar.set_postfix_str(f"{spec.label} {mode} L={seq_len}")
-            point = Point(
-                spec.label, models[spec.label], mode, seq_len, config.batch_for(mode, seq_len), config.dtype,
-                config.device, config.repeats, config.warmup, config.decode_steps, config.time_budget_s, config.seed,
-            )
-            key = (spec.label, mode)
-            if key in failed:
-                row = skipped_row(spec, sizes[spec.label], point, env, failed[key])
-            else:
-                if config.isolate:
-                    outcome = run_isolated(measure, (point,), config.time_budget_s, config.device, memory_limit,
-                                           config.threads)
+        for round_ in range(config.rounds):
+            for seq_len, mode, spec in plan:
+                bar.update()
+                key = (spec.label, mode, seq_len)
+                point = Point(
+                    spec.label, models[spec.label], mode, seq_len, config.batch_for(mode, seq_len), config.dtype,
+                    config.device, config.repeats, config.warmup, config.decode_steps, config.time_budget_s,
+                    config.seed, config.min_time_s,
+                )
+                if round_ == 0 and (spec.label, mode) in failed:
+                    rows[key] = skipped_row(spec, sizes[spec.label], point, env, failed[spec.label, mode])
+                elif round_ == 0 or (rows[key]["status"] == "ok" and key not in dropped):
+                    bar.set_postfix_str(f"{spec.label} {mode} L={seq_len}" + (f" round {round_ + 1}" if round_ else ""))
+                    if config.isolate:
+                        outcome = run_isolated(measure, (point,), config.time_budget_s, config.device, memory_limit,
+                                               config.threads)
+                    else:
+                        outcome = call_measured(measure, (point,), config.device)
+                    if round_ == 0 and outcome.status in ("timeout", "oom"):
+                        failed[spec.label, mode] = (outcome.status, seq_len)
+                    if outcome.status != "ok":
+                        bar.write(f"{spec.label} {mode} L={seq_len}: {outcome.status} ({outcome.message})")
+                        if round_:
+                            dropped.add(key)
+                    outcomes[key] = pool(outcomes.get(key), outcome, round_)
+                    row = point_row(spec, sizes[spec.label], point, env, outcomes[key],
+                                    counters[spec.label].flops_per_token(seq_len))
+                    row["rounds"] = outcomes[key].extra.get("rounds", 1) if row["status"] == "ok" else None
+                    rows[key] = row
                 else:
-                    outcome = call_measured(measure, (point,), config.device)
-                if outcome.status in ("timeout", "oom"):
-                    failed[key] = (outcome.status, seq_len)
-                flops_per_token = counters[spec.label].flops_per_token(seq_len)
-                row = point_row(spec, sizes[spec.label], point, env, outcome, flops_per_token)
-                if outcome.status != "ok":
-                    bar.write(f"{spec.label} {mode} L={seq_len}: {outcome.status} ({outcome.message})")
-            rows.append(row)
-            if writer is not None:
-                writer.append(row)
+                    continue
+                if csv_path is not None:
+                    write_csv(csv_path, list(rows.values()))
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
-    return rows
+    return list(rows.values())
