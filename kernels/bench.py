@@ -122,7 +122,12 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     p.add_argument("--ref-max-length", type=int, default=256, help="ref is a Python loop over L: skip it above this length")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads for CPU runs (default: torch's choice); on cores shared with other busy processes "
+        "multi-threaded ops stall in OpenMP barriers, and 1 gives steadier numbers",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
