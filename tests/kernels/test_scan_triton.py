@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
+@pytest.mark.slow  # a fresh interpreter process: 10-25 s on 2 cores
 def test_triton_backend_matches_reference() -> None:
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed (Linux only); the triton backend cannot run here")
