@@ -1,0 +1,40 @@
+"""`seqmix compare`: the report's table comes from real runs, and bad input fails before any training."""
+
+import json
+
+import pytest
+
+from train import compare
+from train.bench import quick
+
+
+def test_bad_input_is_rejected_early(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        compare.main(["--mixers", "transformer", "--out", str(tmp_path)])
+    assert "unknown mixer 'transformer'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.main(["--steps", "0", "--out", str(tmp_path)])
+    assert "--steps must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / compare.REPORT).exists()
+
+
+@pytest.mark.slow
+def test_report_from_a_short_run(tmp_path, monkeypatch, capsys):
+    # a tiny benchmark instead of the quick preset, so that the whole report path runs in seconds
+    monkeypatch.setattr(compare, "quick", lambda **kw: quick(**{**kw, "seq_lens": (64, 128), "repeats": 1,
+                                                                 "params": 20_000, "decode_steps": 2}))
+    out = tmp_path / "cmp"
+    args = ["--out", str(out), "--steps", "30", "--params", "20000", "--mixers", "attention", "mamba"]
+    assert compare.main(args) == 0
+    printed = capsys.readouterr().out
+    report = (out / compare.REPORT).read_text()
+    trained = json.loads((out / "train_results.json").read_text())
+    assert [t["mixer"] for t in trained] == ["attention", "mamba"]
+    for t in trained:
+        assert abs(t["params_non_embedding"] - 20_000) <= 400 and 0 <= t["val_acc"] <= 1
+        row = next(line for line in report.splitlines() if line.startswith(f"| {t['mixer']} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{t['params_non_embedding']:,}" and cells[2] == f"{t['val_acc']:.3f}"
+        assert len(cells) == 8 and "–" not in cells[3:7], row
+    assert "train tok/s L=64" in report and "train tok/s L=128" in report and report in printed
+    assert (out / "bench" / "bench.csv").exists() and any((out / "bench").glob("*.png"))
