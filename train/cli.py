@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -88,11 +88,21 @@ def wandb_mode(flag: str = "auto", env: Mapping[str, str] | None = None) -> str:
     return "offline"
 
 
+def _innermost_value_error(err: BaseException) -> BaseException:
+    """The original ValueError under jsonargparse's wrappers (e.g. "Does not validate against any of the Union ...")."""
+    found, seen = err, 0
+    while err is not None and seen < 20:
+        if isinstance(err, ValueError):
+            found = err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return found
+
+
 class SeqmixCLI(LightningCLI):
     """LightningCLI with seqmix's links, callbacks, loggers and one-line configuration errors."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--wandb", type=str, default="auto",
+        parser.add_argument("--wandb", type=Literal[WANDB_MODES], default="auto",
                             help=f"W&B logging: {', '.join(WANDB_MODES)} (auto: online only if W&B is configured)")
         parser.add_argument("--run_name", type=str | None, default=None,
                             help="run directory / W&B run name (default: <task>-<mixer>)")
@@ -104,7 +114,8 @@ class SeqmixCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as err:  # archs and the data modules validate their arguments with ValueErrors
-            raise SeqmixError(f"seqmix {self.subcommand}: error: {err}") from err
+            command = f"seqmix {self.subcommand}" if self.subcommand else "seqmix"
+            raise SeqmixError(f"{command}: error: {_innermost_value_error(err)}") from err
 
     def run_name(self) -> str:
         """--run_name, else <task>-<mixer> (e.g. mqar-mamba)."""
@@ -124,7 +135,8 @@ class SeqmixCLI(LightningCLI):
             from lightning.pytorch.loggers import WandbLogger
 
             os.makedirs(root, exist_ok=True)  # wandb keeps its files in <root>/wandb
-            loggers.append(WandbLogger(save_dir=root, name=self.run_name(), project="seqmix", mode=mode))
+            project = os.environ.get("WANDB_PROJECT", "seqmix")  # a W&B sweep agent sets its own
+            loggers.append(WandbLogger(save_dir=root, name=self.run_name(), project=project, mode=mode))
         return loggers
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -176,12 +188,14 @@ def _run_tool(command: str, argv: list[str]) -> Any:
         sys.argv = saved
 
 
-def cli(args: list[str]) -> SeqmixCLI:
-    """Run one of fit / validate / test / predict through SeqmixCLI and return it (for notebooks and tests)."""
+def cli(args: list[str], run: bool = True) -> SeqmixCLI:
+    """Run `fit|validate|test|predict [options]` through SeqmixCLI and return it; with run=False, only build the
+    model, data and trainer from `[options]` (e.g. in a notebook: ``cli(["-c", "mqar.yaml"], run=False).model``)."""
     with _program_args("seqmix"):
         return SeqmixCLI(
             LMTask,
             LightningDataModule,
+            run=run,
             subclass_mode_data=True,
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
