@@ -22,9 +22,9 @@ def test_every_mode_times_and_counts_state(label):
     train = measure_point(tiny_point(label, "train"), Probe())
     assert len(train["times"]) == 2 and all(t > 0 for t in train["times"]) and "state_bytes" not in train
     assert len(train["cpu_times"]) == 2
-    for mode in ("prefill", "decode"):
+    for mode, samples in (("prefill", 2), ("decode", 2 * 3)):  # decode: every step of every repeat is a sample
         out = measure_point(tiny_point(label, mode), Probe())
-        assert len(out["times"]) == len(out["cpu_times"]) == 2 and all(t > 0 for t in out["times"])
+        assert len(out["times"]) == len(out["cpu_times"]) == samples and all(t > 0 for t in out["times"])
         assert out["state_bytes"] == out["state_bytes_measured"] > 0
 
 

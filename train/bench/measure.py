@@ -89,7 +89,8 @@ def build_model(point: Point) -> LanguageModel:
 
 
 def measure_point(point: Point, probe: Probe) -> dict:
-    """Time one point; returns wall and CPU times (s) and, for prefill/decode, the analytic and held state bytes."""
+    """Time one point; returns wall and CPU times (s: per call in train and prefill, per step in decode) and, for
+    prefill and decode, the analytic and the held state bytes."""
     deadline = time.perf_counter() + 0.85 * point.time_budget_s  # leave room before the worker gets killed
     model = build_model(point)
     gen = torch.Generator().manual_seed(point.seed)
@@ -134,16 +135,16 @@ def measure_point(point: Point, probe: Probe) -> dict:
             def run() -> None:
                 states = clone_states(prompt_states)
                 sync(device)
-                w0, c0 = time.perf_counter(), time.process_time()
                 for t in range(steps):
+                    w0, c0 = time.perf_counter(), time.process_time()
                     model.step(tokens[t], states)
-                sync(device)
-                per_token.append(((time.perf_counter() - w0) / steps, (time.process_time() - c0) / steps))
+                    sync(device)
+                    per_token.append((time.perf_counter() - w0, time.process_time() - c0))
 
+            # each step is one sample: a preemption by other work spoils one token's time, not a whole repeat's
             per_token: list[tuple[float, float]] = []
             time_calls(run, device, point.warmup, point.repeats, deadline, point.min_time_s)
-            # only the steps are timed, not the clone of the prompt's state
-            times, cpu_times = (list(x) for x in zip(*per_token[point.warmup:], strict=True))
+            times, cpu_times = (list(x) for x in zip(*per_token[point.warmup * steps:], strict=True))
     else:
         raise ValueError(f"unknown mode {point.mode!r}; choose one of {', '.join(MODES)}")
 
