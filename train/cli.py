@@ -31,12 +31,12 @@ remaining arguments (``main(argv)``; a ``main()`` without parameters sees them i
 DESCRIPTIONS = {
     "fit": "train a model (e.g. seqmix fit -c experiments/configs/mqar.yaml -c experiments/configs/mixers/mamba.yaml)",
     "validate": "evaluate a model on the validation split(s)",
-    "test": "evaluate a model on the test split(s) (e.g. --ckpt_path <run>/checkpoints/last.ckpt)",
+    "test": "evaluate a model on the test split(s) (e.g. --ckpt_path <run dir>/checkpoints/<name>.ckpt)",
     "predict": "run a model over the predict split",
     "bench": "measure training / prefill / decode throughput and memory across sequence lengths",
-    "evaluate": "evaluate trained checkpoints (length generalisation, grids)",
-    "sweep": "run a grid or random sweep of configs locally",
-    "compare": "compare finished runs: tables and plots",
+    "evaluate": "sweep trained checkpoints over context length (x needle depth): extrapolation curves, heatmaps",
+    "sweep": "run a W&B sweep file (grid / random) locally, no W&B server needed",
+    "compare": "train every mixer at one matched size on MQAR, benchmark them, write one report",
 }
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
