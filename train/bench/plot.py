@@ -82,7 +82,8 @@ def plot_rows(rows: list[dict[str, Any]], summary: dict[str, Any], out_dir: str 
             if name == "memory" and mode != "decode" and kinds:
                 ylabel += f"\n({', '.join(sorted(kinds))})"
             _panel(ax, rows, mode, value, ylabel, summary["fits"], key)
-        fig.suptitle(f"seqmix bench: {name} vs L — {title}", fontsize=9)
+        note = "; shaded: interquartile range of wall time" if key == "time" else ""
+        fig.suptitle(f"seqmix bench: {name.replace('_', ' ')} vs L — {title}{note}", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"{name}.png"
         fig.savefig(path, dpi=110)
