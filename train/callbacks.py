@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import sys
 import time
@@ -15,6 +14,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+
+from .io import atomic_write
 
 FINAL_METRICS_FILE = "final_metrics.json"
 FINAL_METRICS_SCHEMA = 1
@@ -150,10 +151,7 @@ class FinalMetrics(Callback):
         if not trainer.is_global_zero:
             return None
         path = self.directory(trainer) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(summary, indent=2) + "\n")
         return path
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_open
+
 STATUSES = ("ok", "oom", "timeout", "error", "skipped_after_timeout", "skipped_after_oom")
 
 COLUMNS = (
@@ -71,14 +73,10 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
         unknown = sorted(set(row) - set(COLUMNS))
         if unknown:
             raise ValueError(f"row has columns the benchmark CSV does not: {', '.join(unknown)}")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({k: "" if row.get(k) is None else row[k] for k in COLUMNS} for row in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _typed(key: str, value: str) -> Any:

@@ -6,10 +6,11 @@ import csv
 import io
 import json
 import math
-import os
 import threading
 from pathlib import Path
 from typing import Any
+
+from ..io import atomic_write
 
 HEAD = ("run_id", "status")
 TAIL = ("wall_time_s", "exit_code", "attempts", "finished_at", "config_path", "log_path", "error")
@@ -25,28 +26,6 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Replace `path` with `text` all at once: temp file in the same folder, fsync, os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ResultsTable:

@@ -21,8 +21,9 @@ from typing import Any, TextIO
 
 import yaml
 
+from ..io import atomic_write
 from .plan import PlannedRun, render_command
-from .results import FAILED, OK, ResultsTable, atomic_write
+from .results import FAILED, OK, ResultsTable
 from .spec import SweepSpec, SweepSpecError
 
 METRICS_FILE = "final_metrics.json"
