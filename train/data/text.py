@@ -31,6 +31,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from ..io import atomic_open, atomic_write
+
 FORMAT_VERSION = 1
 TOKENIZERS = ("byte", "bpe")
 READ_CHUNK = 1 << 24  # bytes read (and tokenised) at a time, so no file has to fit in memory at once
@@ -312,9 +314,8 @@ class TextDataModule(L.LightningDataModule):
             tokenizer = BPETokenizer.train(self._texts(files), self.bpe_vocab_size)
             tokenizer.save(tok_path)
         dtype = token_dtype(self.vocab_size)
-        tmp = bin_path.with_suffix(f".tmp{os.getpid()}")
         num_tokens = num_bytes = 0
-        with open(tmp, "wb") as out:
+        with atomic_open(bin_path, "wb") as out:
             if self.tokenizer_name == "byte" and self.hf is None:  # bytes are their own tokens: copy, byte-exact
                 for path in files:
                     for chunk in read_chunks(path):
@@ -326,13 +327,12 @@ class TextDataModule(L.LightningDataModule):
                     ids = np.asarray(tokenizer.encode(text), dtype=dtype)
                     out.write(ids.tobytes())
                     num_tokens, num_bytes = num_tokens + len(ids), num_bytes + len(text.encode("utf-8"))
-        os.replace(tmp, bin_path)
         meta = {
             "format_version": FORMAT_VERSION, "tokenizer": self.tokenizer_name, "vocab_size": self.vocab_size,
             "dtype": dtype.name, "num_tokens": num_tokens, "num_bytes": num_bytes, "corpus": identity,
             "tokenizer_file": tok_path.name if self.tokenizer_name == "bpe" else None,
         }
-        meta_path.write_text(json.dumps(meta, indent=1))  # written last: its presence marks a complete cache entry
+        atomic_write(meta_path, json.dumps(meta, indent=1))  # written last: its presence marks a complete cache entry
         return meta_path
 
     # ---- splits and loaders ---------------------------------------------------------------------------------------
