@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import IGNORE_INDEX, TokenDataset
+from .resumable import train_loader
 
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 """Each split draws from its own random stream of the seed: np.random.default_rng([seed, stream])."""
@@ -155,22 +156,22 @@ class MQARDataModule(L.LightningDataModule):
             if split != "train":
                 seen.update(row.tobytes() for row in self.splits[split].input_ids.numpy())
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         self.setup()
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            self.splits[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
+        return DataLoader(self.splits[split], batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled anew each epoch (order seeded by `seed` and the epoch), resumable mid-epoch, sharded under DDP."""
+        self.setup()
+        return train_loader(self, self.splits["train"], self.batch_size, seed=self.seed, num_workers=self.num_workers,
+                            persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from . import IGNORE_INDEX, TokenDataset
+from .resumable import train_loader
 
 CHUNK = 1024  # examples generated per call: bounds the temporaries at long lengths
 
@@ -148,23 +149,21 @@ class SyntheticDataModule(L.LightningDataModule):
         train = {k: torch.cat([p[k] for p in kept])[: self.num_train] for k in ("input_ids", "labels")}
         self.datasets["train"] = TokenDataset(train["input_ids"], train["labels"])
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         if not self.datasets:
             self.setup()
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            generator=seeded_generator(self.seed, "shuffle") if shuffle else None,
-            drop_last=False,
-        )
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled anew each epoch (from the seed's "shuffle" stream and the epoch), resumable mid-epoch, sharded
+        under DDP."""
+        if not self.datasets:
+            self.setup()
+        seed = seeded_generator(self.seed, "shuffle").initial_seed()
+        return train_loader(self, self.datasets["train"], self.batch_size, seed=seed, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..io import atomic_open, atomic_write
+from .resumable import train_loader
 
 FORMAT_VERSION = 1
 TOKENIZERS = ("byte", "bpe")
@@ -394,15 +395,12 @@ class TextDataModule(L.LightningDataModule):
         return loss / math.log(2) / per_token
 
     def train_dataloader(self) -> DataLoader:
+        """Random windows, drawn with replacement anew each epoch (seeded by `seed` and the epoch), resumable
+        mid-epoch, sharded under DDP."""
         self.setup()
         train = self.splits["train"]
-        sampler = RandomSampler(
-            train,
-            replacement=True,
-            num_samples=self.train_windows or max(1, len(train) // self.seq_len),
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-        return DataLoader(train, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        return train_loader(self, train, self.batch_size, seed=self.seed, num_workers=self.num_workers,
+                            num_samples=self.train_windows or max(1, len(train) // self.seq_len))
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
