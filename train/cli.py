@@ -9,14 +9,17 @@ import os
 import sys
 from collections.abc import Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.core import LightningDataModule
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import FinalMetrics, PerfMonitor
+from .checkpoint import AtomicCheckpointIO, ResumeState, RunCheckpoint
 from .module import LMTask
 
 SUBCOMMANDS = {
@@ -109,6 +112,13 @@ class SeqmixCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.model.vocab_size", apply_on="instantiate")
         parser.add_lightning_class_args(PerfMonitor, "perf")
         parser.add_lightning_class_args(FinalMetrics, "final_metrics")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse `args` with sys.argv showing just the program (LightningCLI warns when both carry arguments); the
+        real sys.argv is back while the command runs, for Lightning's DDP launcher re-executes it per process."""
+        with _program_args("seqmix"):
+            super().parse_arguments(parser, args)
 
     def instantiate_classes(self) -> None:
         try:
@@ -143,7 +153,54 @@ class SeqmixCLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         if trainer_config.get("logger") in (None, True):  # not chosen by the user: ours
             kwargs["logger"] = self.default_loggers(trainer_config.get("default_root_dir"))
+        plugins = trainer_config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Add ResumeState; drop our RunCheckpoint when the user turned checkpointing off."""
+        if config.get("enable_checkpointing") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, RunCheckpoint)]
+        return super()._instantiate_trainer(config, [*callbacks, ResumeState()])
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest last*.ckpt of this run name: in any version of the run directory, or a checkpoint dirpath."""
+        trainer = self.trainer
+        folders = [Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
+        if trainer.loggers:
+            logger = trainer.loggers[0]
+            root = Path(logger.save_dir or trainer.default_root_dir)
+            folders += (root / logger.name if logger.name else root).glob("*/checkpoints")
+        else:
+            folders.append(Path(trainer.default_root_dir) / "checkpoints")
+        found = [p for folder in folders for p in folder.glob("last*.ckpt") if p.is_file()]
+        return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+    def _resolve_ckpt_path(self, required: bool) -> None:
+        """--ckpt_path last: the newest last checkpoint of this run name, whichever version directory it is in
+        (Lightning looks only in the new run's own, empty, directory). Not found: fit starts afresh, others fail."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        path = self.last_checkpoint()
+        if path is None and required:
+            raise SeqmixError(f"seqmix {self.subcommand}: error: --ckpt_path last: no last checkpoint of run "
+                              f"{self.run_name()!r} found")
+        if self.trainer.is_global_zero:
+            message = f"resuming from {path}" if path else f"no last checkpoint of run {self.run_name()!r}: starting afresh"
+            print(f"seqmix: {message}", file=sys.stderr)
+        config["ckpt_path"] = str(path) if path else None
+
+    def before_fit(self) -> None:
+        self._resolve_ckpt_path(required=False)
+
+    def before_validate(self) -> None:
+        self._resolve_ckpt_path(required=True)
+
+    def before_test(self) -> None:
+        self._resolve_ckpt_path(required=True)
 
     def after_fit(self) -> None:
         self._report()
@@ -155,8 +212,9 @@ class SeqmixCLI(LightningCLI):
         self._report()
 
     def _report(self) -> None:
-        if self.trainer.is_global_zero and self.trainer.log_dir:
-            print(f"seqmix: run directory {self.trainer.log_dir}", file=sys.stderr)
+        log_dir = self.trainer.log_dir  # on every process: under DDP it is a broadcast from rank 0
+        if self.trainer.is_global_zero and log_dir:
+            print(f"seqmix: run directory {log_dir}", file=sys.stderr)
 
 
 @contextmanager
@@ -191,18 +249,17 @@ def _run_tool(command: str, argv: list[str]) -> Any:
 def cli(args: list[str], run: bool = True) -> SeqmixCLI:
     """Run `fit|validate|test|predict [options]` through SeqmixCLI and return it; with run=False, only build the
     model, data and trainer from `[options]` (e.g. in a notebook: ``cli(["-c", "mqar.yaml"], run=False).model``)."""
-    with _program_args("seqmix"):
-        return SeqmixCLI(
-            LMTask,
-            LightningDataModule,
-            run=run,
-            subclass_mode_data=True,
-            trainer_defaults=TRAINER_DEFAULTS,
-            seed_everything_default=0,
-            auto_configure_optimizers=False,
-            parser_kwargs={"prog": "seqmix", "description": "Compare sequence mixers at matched size."},
-            args=args,
-        )
+    return SeqmixCLI(
+        LMTask,
+        LightningDataModule,
+        run=run,
+        subclass_mode_data=True,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        parser_kwargs={"prog": "seqmix", "description": "Compare sequence mixers at matched size."},
+        args=args,
+    )
 
 
 def main(args: list[str] | None = None) -> None:
@@ -224,3 +281,7 @@ def main(args: list[str] | None = None) -> None:
         message = str(err)
         print(message if message.startswith("seqmix") else f"seqmix: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -200,7 +200,7 @@ def test_end_to_end_mqar_every_mixer_beats_chance_and_attention_solves_it(tmp_pa
         assert result["metrics"]["perf/tokens_per_s"] > 0
     assert results["attention"]["metrics"]["val/acc"] >= 0.9, results["attention"]["metrics"]
     # the checkpoint rebuilds the model for `seqmix test` (test split: disjoint from train and val)
-    (ckpt,) = tmp_path.glob("mqar-attention/version_0/checkpoints/*.ckpt")
+    ckpt = tmp_path / "mqar-attention" / "version_0" / "checkpoints" / "last.ckpt"
     restored = LMTask.load_from_checkpoint(ckpt)
     assert restored.config.mixer_name == "attention" and restored.config.vocab_size == 64
     code, _, err = run_main(["test", "-c", config, "--ckpt_path", str(ckpt), "--wandb", "disabled"], capsys)
