@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import FinalMetrics, PerfMonitor
 from .checkpoint import AtomicCheckpointIO, ResumeState, RunCheckpoint
+from .guards import NonFiniteError, NonFiniteGuard
 from .module import LMTask
 
 SUBCOMMANDS = {
@@ -112,6 +113,7 @@ class SeqmixCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.model.vocab_size", apply_on="instantiate")
         parser.add_lightning_class_args(PerfMonitor, "perf")
         parser.add_lightning_class_args(FinalMetrics, "final_metrics")
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -281,6 +283,9 @@ def main(args: list[str] | None = None) -> None:
         message = str(err)
         print(message if message.startswith("seqmix") else f"seqmix: error: {message}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as err:  # training diverged: the run directory holds what was done
+        print(f"seqmix {argv[0]}: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
