@@ -120,8 +120,9 @@ class FinalMetrics(Callback):
         self.filename = filename
         self.metrics: dict[str, Any] = {}
 
-    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict[str, Any]:
-        """The object written to the file."""
+    def summary(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str,
+                directory: Path | None = None) -> dict[str, Any]:
+        """The object written to the file (`directory`: where it goes, if already known)."""
         self.metrics.update(_plain(dict(trainer.callback_metrics)))
         dm = trainer.datamodule
         summary = getattr(pl_module, "model_summary", None)
@@ -137,7 +138,7 @@ class FinalMetrics(Callback):
             },
             "global_step": trainer.global_step,
             "epoch": trainer.current_epoch,
-            "log_dir": str(self.directory(trainer)),
+            "log_dir": str(directory if directory is not None else self.directory(trainer)),
         }
 
     @staticmethod
@@ -146,11 +147,13 @@ class FinalMetrics(Callback):
         return Path(trainer.log_dir or trainer.default_root_dir)
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> Path | None:
-        """Write the summary (on global rank 0 only); returns the path written."""
-        summary = self.summary(trainer, pl_module, stage)
+        """Write the summary (on global rank 0 only); returns the path written. Call it on every process: under DDP,
+        finding the directory is a broadcast from rank 0."""
+        directory = self.directory(trainer)
+        summary = self.summary(trainer, pl_module, stage, directory)
         if not trainer.is_global_zero:
             return None
-        path = self.directory(trainer) / self.filename
+        path = directory / self.filename
         atomic_write(path, json.dumps(summary, indent=2) + "\n")
         return path
 

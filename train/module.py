@@ -178,8 +178,9 @@ class LMTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, acc, _ = lm_loss_and_accuracy(self(batch["input_ids"]), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", acc)
+        # under DDP: the mean over processes, i.e. the loss of the global batch that the averaged gradient descends
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("train/acc", acc, sync_dist=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
