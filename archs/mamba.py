@@ -90,7 +90,9 @@ class Mamba(Mixer):
         if not return_state:
             return self.out_proj(out.transpose(1, 2)), None
         y, ssm = out
-        return self.out_proj(y.transpose(1, 2)), {"conv": conv_window.contiguous(), "ssm": ssm.float()}
+        # the conv window in the parameters' dtype, like init_state (under autocast x is bf16, the state is not)
+        conv = conv_window.to(self.in_proj.weight.dtype).contiguous()
+        return self.out_proj(y.transpose(1, 2)), {"conv": conv, "ssm": ssm.float()}
 
     def forward(self, x: Tensor) -> Tensor:
         return self._mix(x, False)[0]

@@ -250,7 +250,8 @@ class _SelectiveScanTorch(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk):
         scan = _Scan(u, delta, A, B, C, delta_bias, delta_softplus, chunk)
         out = torch.empty_like(u, memory_format=torch.contiguous_format)
-        starts, last = _forward(scan, D, z, out)
+        with torch.autocast(u.device.type, enabled=False):  # fp32 state and discretisation, whatever autocast says
+            starts, last = _forward(scan, D, z, out)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
         ctx.set_materialize_grads(False)
@@ -269,7 +270,8 @@ class _SelectiveScanTorch(torch.autograd.Function):
             "B": scan.B.new_empty(scan.B.shape, dtype=torch.float32),
             "C": scan.C.new_empty(scan.C.shape, dtype=torch.float32),
         }
-        _backward(scan, starts, D, z, gout, glast, grads)
+        with torch.autocast(u.device.type, enabled=False):  # a backward run under autocast would matmul in bf16
+            _backward(scan, starts, D, z, gout, glast, grads)
         dB, dC = grads["B"], grads["C"]
         dB = dB.sum(1) if B.dim() == 3 else dB
         dC = dC.sum(1) if C.dim() == 3 else dC
