@@ -20,8 +20,10 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import FinalMetrics, PerfMonitor
 from .checkpoint import AtomicCheckpointIO, ResumeState, RunCheckpoint
+from .data import DataError
 from .guards import NonFiniteError, NonFiniteGuard
 from .module import LMTask
+from .preflight import OneLineErrorParser, unwritable
 
 SUBCOMMANDS = {
     "bench": "train.bench.cli:main",
@@ -122,12 +124,34 @@ class SeqmixCLI(LightningCLI):
         with _program_args("seqmix"):
             super().parse_arguments(parser, args)
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """Parsers whose errors are one line (SeqmixError), config files checked first (see train.preflight)."""
+        if self.parser_class is LightningArgumentParser:
+            self.parser_class = OneLineErrorParser
+        return super().init_parser(**kwargs)
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except ValueError as err:  # archs and the data modules validate their arguments with ValueErrors
             command = f"seqmix {self.subcommand}" if self.subcommand else "seqmix"
             raise SeqmixError(f"{command}: error: {_innermost_value_error(err)}") from err
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Check every output folder can be written before anything runs; data problems met while preparing the data
+        (a binary or empty corpus file, ...) are one-line errors too."""
+        trainer = self.trainer
+        folders = [("--trainer.default_root_dir", trainer.default_root_dir)]
+        folders += [(f"the {type(lg).__name__} folder", lg.save_dir) for lg in trainer.loggers if lg.save_dir]
+        folders += [("the checkpoint dirpath", c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
+        for what, folder in folders:
+            problem = unwritable(folder)
+            if problem:
+                raise SeqmixError(f"seqmix {subcommand}: error: {what} {str(folder)!r} cannot be written: {problem}")
+        try:
+            super()._run_subcommand(subcommand)
+        except DataError as err:
+            raise SeqmixError(f"seqmix {subcommand}: error: {err}") from err
 
     def run_name(self) -> str:
         """--run_name, else <task>-<mixer> (e.g. mqar-mamba)."""
@@ -274,7 +298,9 @@ def main(args: list[str] | None = None) -> None:
                 sys.exit(2)
             return
         if argv[0] in SUBCOMMANDS:
-            _run_tool(argv[0], argv[1:])
+            code = _run_tool(argv[0], argv[1:])
+            if isinstance(code, int) and not isinstance(code, bool) and code:
+                sys.exit(code)  # a tool's main() that returns its exit status (seqmix bench)
         elif argv[0].startswith("-") or argv[0] in TRAINER_SUBCOMMANDS:
             cli(argv)
         else:

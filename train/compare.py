@@ -21,6 +21,7 @@ from train.bench import format_summary, quick, run_bench, write_outputs
 from train.callbacks import PerfMonitor
 from train.data.mqar import MQARDataModule
 from train.module import LMTask
+from train.preflight import unwritable
 
 DEFAULT_MIXERS = ("attention", "linear_attention", "mamba")
 REPORT = "report.md"
@@ -54,9 +55,10 @@ def _check(args: argparse.Namespace) -> None:
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {getattr(args, field)}")
     out = Path(args.out)
+    problem = unwritable(out)  # before mkdir: a file in the way is a clear error, not a traceback
+    if problem:
+        raise ValueError(f"--out {str(out)!r} is not writable: {problem}")
     out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise ValueError(f"--out {str(out)!r} is not writable")
 
 
 def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
+from ..preflight import unwritable
 from .config import DEFAULT_MIXERS, DEFAULT_PARAMS, QUICK, BenchConfig, with_preset
 from .measure import DTYPES, MODES
 from .output import replot, write_outputs
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.replot:
+            problem = unwritable(args.out or Path(args.replot).parent)
+            if problem:
+                raise ValueError(f"cannot write the plots to {str(args.out or Path(args.replot).parent)!r}: {problem}")
             summary = replot(args.replot, args.out, args.fit_from, args.stat)
             print(format_summary(summary))
             print(f"rewrote summary.json and {', '.join(summary['plots'])} in {args.out or Path(args.replot).parent}")
@@ -87,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or Path("runs") / "bench" / datetime.now().strftime("%Y%m%d-%H%M%S"))
         if (out / CSV_NAME).exists() and not args.overwrite:
             raise ValueError(f"{out / CSV_NAME} exists; pass --overwrite to replace it or choose another --out")
+        problem = unwritable(out)
+        if problem:
+            raise ValueError(f"--out {str(out)!r} cannot be written: {problem}")
         config.out_dir = str(out)
     except ValueError as exc:
         print(f"seqmix bench: error: {exc}", file=sys.stderr)

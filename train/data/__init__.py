@@ -22,6 +22,10 @@ IGNORE_INDEX = -100
 """The label value that marks an unsupervised position (torch's cross-entropy default)."""
 
 
+class DataError(ValueError):
+    """Data that cannot be used as configured (a missing, empty or binary file, too few tokens): one line to the user."""
+
+
 class TokenDataset(Dataset):
     """In-memory examples following the batch contract: row i is ``{"input_ids": inputs[i], "labels": labels[i]}``."""
 

@@ -15,6 +15,7 @@ first seq_len, labels the last seq_len); validation and test use consecutive non
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import json
@@ -28,13 +29,15 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..io import atomic_open, atomic_write
+from . import DataError
 from .resumable import train_loader
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: files that are not UTF-8 text are left out of a corpus found in folders or globs
 TOKENIZERS = ("byte", "bpe")
 READ_CHUNK = 1 << 24  # bytes read (and tokenised) at a time, so no file has to fit in memory at once
 
@@ -67,6 +70,55 @@ def resolve_paths(paths: str | Iterable[str] | None) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"text corpus: no files found in {paths!r}")
     return sorted(found)
+
+
+def named_files(paths: str | Iterable[str] | None) -> set[Path]:
+    """The entries of `paths` that name a file themselves (not a folder or a glob), resolved."""
+    if paths is None:
+        return set()
+    entries = [paths] if isinstance(paths, (str, os.PathLike)) else paths
+    return {Path(os.path.expanduser(str(e))).resolve() for e in entries if Path(os.path.expanduser(str(e))).is_file()}
+
+
+def text_problem(path: Path) -> str | None:
+    """Why a file is not UTF-8 text (a NUL byte, or bytes that are not UTF-8, with the offset), or None."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
+    for chunk in read_chunks(path):
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            return f"a NUL byte at byte {offset + nul}: binary data"
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError as err:
+            return f"bytes that are not UTF-8 at byte {max(0, offset + err.start)}"
+        offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "a UTF-8 sequence cut off at the end"
+    return None
+
+
+def check_text_files(files: list[Path], named: set[Path]) -> list[Path]:
+    """The files that are UTF-8 text. A file named in `paths` that is not is a DataError; one found in a folder or
+    glob is left out with a warning; a corpus with nothing left is a DataError."""
+    kept, skipped = [], []
+    for path in files:
+        problem = text_problem(path)
+        if problem is None:
+            kept.append(path)
+        elif path in named:
+            raise DataError(f"text corpus: {path} is not UTF-8 text ({problem}); give text files (convert other "
+                            "encodings to UTF-8, e.g. with iconv)")
+        else:
+            skipped.append(f"{path} ({problem})")
+    if skipped:
+        rank_zero_warn(f"text corpus: left out {len(skipped)} file(s) that are not UTF-8 text: {'; '.join(skipped[:5])}"
+                       + (" ..." if len(skipped) > 5 else ""))
+    if files and not kept:
+        raise DataError(f"text corpus: none of the {len(files)} file(s) is UTF-8 text, e.g. {skipped[0]}")
+    return kept
 
 
 def corpus_order(files: list[Path]) -> list[Path]:
@@ -262,6 +314,21 @@ class TextDataModule(L.LightningDataModule):
         self.bin_path: Path | None = None
         self.splits: dict[str, Windows] = {}
         self.bytes_per_token = self.test_bytes_per_token = 1.0
+        if paths is not None and self.hf is None:
+            self._check_paths(paths)
+
+    @staticmethod
+    def _check_paths(paths: str | list[str]) -> None:
+        """Missing files, and named or all-empty ones, are DataErrors now, before anything runs."""
+        try:
+            files = resolve_paths(paths)
+        except FileNotFoundError as err:
+            raise DataError(str(err)) from None
+        for path in sorted(named_files(paths)):
+            if path.stat().st_size == 0:
+                raise DataError(f"text corpus: {path} is empty")
+        if sum(p.stat().st_size for p in files) == 0:
+            raise DataError(f"text corpus: the {len(files)} file(s) in {paths!r} are all empty")
 
     # ---- corpus and cache -----------------------------------------------------------------------------------------
 
@@ -298,8 +365,10 @@ class TextDataModule(L.LightningDataModule):
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
     def prepare_data(self) -> None:
-        """Tokenise the corpus into the cache unless it is there already (run once, on one process)."""
-        self._tokenise()
+        """Tokenise the corpus into the cache unless it is there already (run once, on one process); a corpus too
+        short for seq_len is a DataError here, before the trainer sets up (and creates the run directory)."""
+        meta = json.loads(self._tokenise().read_text())
+        self._check_split_sizes(meta["num_tokens"])
 
     def _tokenise(self) -> Path:
         files, identity = self._sources()
@@ -309,6 +378,8 @@ class TextDataModule(L.LightningDataModule):
         tok_path = self.cache_dir / f"{key}.tokenizer.json"
         if meta_path.exists() and bin_path.exists():
             return meta_path
+        if self.hf is None:
+            files = check_text_files(files, named_files(self.paths))
         if self.tokenizer_name == "byte":
             tokenizer = ByteTokenizer()
         else:
@@ -348,14 +419,8 @@ class TextDataModule(L.LightningDataModule):
             self.tokenizer = ByteTokenizer()
         else:
             self.tokenizer = BPETokenizer.load(meta_path.parent / self.meta["tokenizer_file"])
+        self._check_split_sizes(self.meta["num_tokens"])
         bounds = self.split_bounds()
-        for split, (lo, hi) in bounds.items():
-            if hi - lo < self.seq_len + 1:
-                raise ValueError(
-                    f"text corpus: the {split} split has {hi - lo} tokens, fewer than seq_len + 1 = {self.seq_len + 1} "
-                    f"(corpus: {self.meta['num_tokens']} tokens); use a larger corpus, a shorter seq_len or a larger "
-                    f"{split}_fraction"
-                )
         n = self.meta["num_tokens"]
         train_lo, train_hi = bounds["train"]
         starts = {
@@ -368,9 +433,19 @@ class TextDataModule(L.LightningDataModule):
         self.bytes_per_token = self._bytes_per_token(self.splits["val"], lengths)
         self.test_bytes_per_token = self._bytes_per_token(self.splits["test"], lengths)
 
-    def split_bounds(self) -> dict[str, tuple[int, int]]:
-        """Token ranges [lo, hi) of train, val and test: contiguous, in that order, non-overlapping."""
-        n = self.meta["num_tokens"]
+    def _check_split_sizes(self, num_tokens: int) -> None:
+        for split, (lo, hi) in self.split_bounds(num_tokens).items():
+            if hi - lo < self.seq_len + 1:
+                fix = "smaller val_fraction / test_fraction" if split == "train" else f"a larger {split}_fraction"
+                raise DataError(
+                    f"text corpus: the {split} split has {hi - lo} tokens, fewer than seq_len + 1 = {self.seq_len + 1} "
+                    f"(corpus: {num_tokens} tokens); use a larger corpus, a shorter seq_len or {fix}"
+                )
+
+    def split_bounds(self, num_tokens: int | None = None) -> dict[str, tuple[int, int]]:
+        """Token ranges [lo, hi) of train, val and test (of the cached corpus, or of `num_tokens`): contiguous, in that
+        order, non-overlapping."""
+        n = self.meta["num_tokens"] if num_tokens is None else num_tokens
         n_val, n_test = int(n * self.val_fraction), int(n * self.test_fraction)
         n_train = n - n_val - n_test
         return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
