@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .plan import PlannedRun, check_command, plan_runs, render_command
+from .plan import PlannedRun, check_command, check_seqmix_arguments, plan_runs, render_command
 from .results import OK, ResultsTable, best_row
 from .runner import RunnerOptions, SweepRunError, SweepRunner, install_signal_handlers, restore_signal_handlers
 from .spec import SweepSpec, SweepSpecError, load_spec
@@ -77,6 +77,7 @@ def run_cli(argv: list[str] | None = None) -> int:
         spec = load_spec(args.file)
         check_command(spec)
         runs = plan_runs(spec, args.max_runs, args.seed)
+        check_seqmix_arguments(spec, runs)  # a `seqmix fit` sweep: unknown parameters fail here, not in every run
         out = args.out if args.out is not None else DEFAULT_OUT_ROOT / spec.name
         opts = RunnerOptions(out=out, workers=args.workers, retries=args.retries, timeout_s=args.timeout, wandb=args.wandb)
     except SweepSpecError as e:

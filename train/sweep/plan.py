@@ -158,3 +158,53 @@ def render_command(spec: SweepSpec, run: PlannedRun, run_dir: Path | None = None
     if run_dir is not None:
         argv.append(f"{ROOT_DIR_FLAG}={run_dir}")
     return argv
+
+
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def seqmix_arguments(argv: list[str]) -> list[str] | None:
+    """What a rendered command passes to `seqmix fit|validate|test|predict` (``seqmix fit ...``, ``python -m train.cli
+    fit ...``, ``python train/cli.py fit ...``), from the subcommand on; None when it runs any other program."""
+    for i, arg in enumerate(argv):
+        if Path(arg).name == "seqmix" or arg.replace("\\", "/").endswith("train/cli.py") or (
+            arg == "train.cli" and i > 0 and argv[i - 1] == "-m"
+        ):
+            rest = argv[i + 1 :]
+            return rest if rest and rest[0] in TRAINER_COMMANDS else None
+    return None
+
+
+def check_seqmix_arguments(spec: SweepSpec, runs: list[PlannedRun], max_checks: int = 16) -> None:
+    """When the sweep runs `seqmix fit`, parse runs' arguments with seqmix's own parser (nothing is built or run): an
+    unknown parameter name or a value of the wrong type is a SweepSpecError before any run starts. Checks the first
+    run, then a run for each further value of a categorical parameter (at most `max_checks` runs, ~0.5 s each)."""
+    if not runs or seqmix_arguments(render_command(spec, runs[0])) is None:
+        return
+    import contextlib
+    import io
+
+    from train.cli import SeqmixError, cli
+
+    categorical = {p.name for p in spec.params if p.distribution in ("categorical", "categorical_w_probabilities")}
+    seen: set[tuple[str, str]] = set()
+    checked = 0
+    for run in runs:
+        new = {(k, repr(v)) for k, v in run.args.items() if k in categorical} - seen
+        if checked and not new:
+            continue
+        if checked >= max_checks:
+            break
+        seen |= new
+        checked += 1
+        args = seqmix_arguments(render_command(spec, run)) or []
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                cli([*args, "--print_config"])  # parses, prints the config and exits
+        except SeqmixError as err:
+            why = re.sub(r"^seqmix \w+: error: ", "", str(err))
+            raise SweepSpecError(f"run {run.run_id} ({', '.join(f'{k}={v}' for k, v in run.args.items())}): "
+                                 f"seqmix {args[0]} refuses its arguments: {why}") from None
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                raise SweepSpecError(f"run {run.run_id}: seqmix {args[0]} refuses its arguments (exit {exit_.code})") from None
