@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -37,12 +38,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mixers", nargs="+", default=list(DEFAULT_MIXERS), help="registered mixers (default: all three)")
     p.add_argument("--params", type=int, default=100_000, help="non-embedding parameter budget (default: %(default)s)")
     p.add_argument("--n-layers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=500, help="training steps per mixer (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps per mixer (default: %(default)s)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seq-len", type=int, default=32, help="MQAR sequence length (default: %(default)s)")
     p.add_argument("--kv-pairs", type=int, default=4, help="MQAR key-value pairs (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--heads", type=int, default=2,
+                   help="heads of every mixer that has them (attention, linear attention; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-bench", action="store_true", help="skip the scaling benchmark")
     return p
@@ -51,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> None:
     for name in args.mixers:
         archs.get_mixer(name)  # raises naming the registered mixers
-    for field in ("params", "n_layers", "steps", "seq_len", "kv_pairs", "vocab_size", "batch_size"):
+    for field in ("params", "n_layers", "steps", "seq_len", "kv_pairs", "vocab_size", "batch_size", "heads"):
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {getattr(args, field)}")
     out = Path(args.out)
@@ -61,6 +64,12 @@ def _check(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def mixer_args(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The mixer options compare sets: --heads for every mixer whose constructor takes n_heads."""
+    takes_heads = "n_heads" in inspect.signature(archs.get_mixer(name)).parameters
+    return {"n_heads": args.heads} if takes_heads else {}
+
+
 def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Fit one mixer on MQAR; return its sizes, validation accuracy and training throughput."""
     L.seed_everything(args.seed, verbose=False)
@@ -68,7 +77,8 @@ def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
         vocab_size=args.vocab_size, seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, batch_size=args.batch_size,
         num_train_examples=max(args.steps * args.batch_size // 4, 2_000), num_val_examples=1_000, seed=args.seed,
     )
-    config = archs.ModelConfig(mixer=name, n_layers=args.n_layers, vocab_size=args.vocab_size)
+    config = archs.ModelConfig(mixer=name, n_layers=args.n_layers, vocab_size=args.vocab_size,
+                               mixer_args=mixer_args(name, args))
     task = LMTask(config, param_budget=args.params, lr=args.lr, warmup_steps=min(300, args.steps // 10))
     perf = PerfMonitor(window=50)
     trainer = L.Trainer(
@@ -79,9 +89,9 @@ def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(task, datamodule=data)
     train_s = time.perf_counter() - start
+    tokens_per_s = trainer.callback_metrics.get("perf/tokens_per_s")  # read before validate() resets the metrics
     trainer.limit_val_batches = 1.0
     metrics = trainer.validate(task, datamodule=data, verbose=False)[0]
-    logged = trainer.callback_metrics
     return {
         "mixer": name,
         "params_non_embedding": task.param_counts["non_embedding"],
@@ -89,7 +99,7 @@ def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "val_acc": float(metrics["val/acc"]),
         "val_loss": float(metrics["val/loss"]),
         "chance_acc": 2 / args.vocab_size,
-        "train_tokens_per_s": float(logged["perf/tokens_per_s"]) if "perf/tokens_per_s" in logged else None,
+        "train_tokens_per_s": float(tokens_per_s) if tokens_per_s is not None else None,
         "train_s": train_s,
     }
 
@@ -143,9 +153,11 @@ def report(trained: list[dict[str, Any]], bench: tuple[list, dict] | None, args:
     notes = [
         "",
         f"MQAR: {args.steps} steps, batch {args.batch_size}, vocab {args.vocab_size}, {args.n_layers} layers, "
-        f"every model sized to {args.params:,} non-embedding parameters; accuracy over the queried values of 1,000 "
-        f"held-out sequences (chance ≈ {chance:.3f}). Training throughput at that length: "
-        + ", ".join(f"{t['mixer']} {_fmt_count(t['train_tokens_per_s'])} tok/s" for t in trained) + ".",
+        f"lr {args.lr:g}, {args.heads} heads where the mixer has heads; every model sized to {args.params:,} "
+        f"non-embedding parameters (d_model: " + ", ".join(f"{t['mixer']} {t['d_model']}" for t in trained) + "); "
+        f"accuracy over the queried values of 1,000 held-out sequences (chance ≈ {chance:.3f}). Training at that "
+        "length: " + ", ".join(f"{t['mixer']} {_fmt_count(t['train_tokens_per_s'])} tok/s, {t['train_s']:.0f} s"
+                               for t in trained) + ".",
     ]
     if bench:
         env = bench[1]["environment"]

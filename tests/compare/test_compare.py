@@ -32,6 +32,7 @@ def test_report_from_a_short_run(tmp_path, monkeypatch, capsys):
     assert [t["mixer"] for t in trained] == ["attention", "mamba"]
     for t in trained:
         assert abs(t["params_non_embedding"] - 20_000) <= 400 and 0 <= t["val_acc"] <= 1
+        assert t["train_tokens_per_s"] > 0 and t["train_s"] > 0
         row = next(line for line in report.splitlines() if line.startswith(f"| {t['mixer']} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == f"{t['params_non_embedding']:,}" and cells[2] == f"{t['val_acc']:.3f}"
