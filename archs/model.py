@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,8 @@ class ModelConfig:
         positive_int("d_model", self.d_model)
         positive_int("n_layers", self.n_layers)
         positive_int("vocab_size", self.vocab_size)
-        if self.mlp_ratio < 0:
-            raise ValueError(f"mlp_ratio must be >= 0 (0 drops the MLP), got {self.mlp_ratio}")
+        if not (isinstance(self.mlp_ratio, numbers.Real) and 0 <= self.mlp_ratio < math.inf):  # nan and inf fail too
+            raise ValueError(f"mlp_ratio must be >= 0 and finite (0 drops the MLP), got {self.mlp_ratio!r}")
         if self.d_ff is not None and (isinstance(self.d_ff, bool) or not isinstance(self.d_ff, int) or self.d_ff < 0):
             raise ValueError(f"d_ff must be a non-negative integer or None, got {self.d_ff!r}")
         if isinstance(self.mixer, str):

@@ -32,6 +32,12 @@ def match_params(config: ModelConfig, target: int, tolerance: float = 0.02, max_
     then the MLP's hidden width to close the gap. Raises if the result is off by more than `tolerance`."""
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         raise ValueError(f"target must be a positive integer parameter count, got {target!r}")
+    if _valid_width_at_most(config, 512) is None:  # the options, not the width, are wrong (e.g. d_state=0)
+        try:
+            with torch.device("meta"):
+                replace(config, d_model=512, d_ff=None).make_mixer()
+        except ValueError as err:
+            raise ValueError(f"mixer {config.mixer!r} accepts no width up to 512 with these options: {err}") from None
 
     def fits(d: int) -> bool:
         w = _valid_width_at_most(config, d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import os
 from dataclasses import fields
 from typing import Any
 
@@ -68,6 +69,32 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**{**data, "mixer": mixer_from_spec(data.get("mixer", DEFAULT_MODEL.mixer))})
 
 
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, where the OS says."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_fits(config: ModelConfig, param_budget: int | None, memory: int | None = None) -> None:
+    """Raise a ValueError naming what to lower when the model's fp32 weights alone exceed physical memory (it could
+    not even be built); warn when training it with AdamW (weights, gradients, two moments: 16 bytes a parameter) would."""
+    memory = physical_memory() if memory is None else memory
+    if not memory:
+        return
+    params = archs.non_embedding_params(config) + config.vocab_size * config.d_model
+    cause = (f"param_budget={param_budget:,}" if param_budget is not None
+             else f"d_model={config.d_model}, n_layers={config.n_layers}, vocab_size={config.vocab_size}")
+    size = f"{params:,} parameters ({params * 4 / 2**30:,.1f} GiB in fp32)"
+    if 4 * params > memory:
+        raise ValueError(f"{cause} gives a model of {size}, more than this machine's {memory / 2**30:,.1f} GiB of "
+                         f"memory; lower {cause.split('=')[0]}")
+    if 16 * params > memory:
+        rank_zero_warn(f"{cause} gives a model of {size}; training it with AdamW takes about "
+                       f"{16 * params / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
+
+
 def lm_loss_and_accuracy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]:
     """Mean next-token cross-entropy and argmax accuracy over supervised positions (labels != -100), and their count."""
     flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
@@ -121,8 +148,8 @@ class LMTask(L.LightningModule):
         config = config_from_dict(model) if isinstance(model, dict) else model
         if not isinstance(config, ModelConfig):
             raise TypeError(f"model must be an archs.ModelConfig, got {type(model).__name__}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if not weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
@@ -132,7 +159,13 @@ class LMTask(L.LightningModule):
         if not 0 <= min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
         if param_budget is not None:
-            config = archs.match_params(config, param_budget)
+            try:
+                config, problem = archs.match_params(config, param_budget), None
+            except ValueError as err:
+                problem = str(err)
+            if problem:  # raised outside the handler: the CLI reports the innermost ValueError, which is this one
+                raise ValueError(f"param_budget={param_budget!r}: {problem}")
+        check_model_fits(config, param_budget)
         self.config = config
         self.model = LanguageModel(config)
         self.save_hyperparameters({

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import IGNORE_INDEX, TokenDataset
+from . import IGNORE_INDEX, DataError, TokenDataset
 from .resumable import train_loader
 
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
@@ -140,7 +140,7 @@ class MQARDataModule(L.LightningDataModule):
             have += int(fresh.sum())
             if have == wanted:
                 return TokenDataset(torch.cat([i for i, _ in kept]), torch.cat([lab for _, lab in kept]))
-        raise ValueError(
+        raise DataError(
             f"MQAR: could only draw {have} of {wanted} {split} examples that are not in another split; the task "
             f"(vocab_size={self.vocab_size}, seq_len={self.seq_len}, num_kv_pairs={self.num_kv_pairs}) has too few "
             f"distinct examples; ask for fewer examples or a larger task"

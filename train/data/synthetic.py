@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from . import IGNORE_INDEX, TokenDataset
+from . import IGNORE_INDEX, DataError, TokenDataset
 from .resumable import train_loader
 
 CHUNK = 1024  # examples generated per call: bounds the temporaries at long lengths
@@ -141,7 +141,7 @@ class SyntheticDataModule(L.LightningDataModule):
             if have >= self.num_train:
                 break
         else:
-            raise ValueError(
+            raise DataError(
                 f"{type(self).__name__}: cannot draw {self.num_train} training examples distinct from the validation "
                 f"and test sets (seq_len={self.seq_len}, vocab_size={self.vocab_size}); the task has too few distinct "
                 "examples: raise seq_len or vocab_size, or lower num_val/num_test"
