@@ -148,6 +148,11 @@ class SeqmixCLI(LightningCLI):
             problem = unwritable(folder)
             if problem:
                 raise SeqmixError(f"seqmix {subcommand}: error: {what} {str(folder)!r} cannot be written: {problem}")
+        saved = Path(trainer.default_root_dir) / "config.yaml"
+        if self.save_config_callback is not None and not trainer.loggers and saved.exists():  # Lightning would stop later
+            raise SeqmixError(f"seqmix {subcommand}: error: {saved} is an earlier run's config and --trainer.logger false "
+                              "writes this run's there too; choose another --trainer.default_root_dir (or keep a logger: "
+                              "each run gets its own version_N folder)")
         try:
             super()._run_subcommand(subcommand)
         except DataError as err:

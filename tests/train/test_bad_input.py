@@ -228,3 +228,14 @@ def test_compare_with_an_unwritable_out_fails_before_training(blocked, monkeypat
         compare.main(["--out", str(blocked), "--no-bench"])
     assert exit_.value.code == 2
     assert f"--out '{blocked}' is not writable" in error_line(capsys.readouterr().err, "seqmix compare")
+
+
+def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_up_front(tmp_path, capsys):
+    args = ["fit", "-c", MQAR, *cheap(tmp_path), "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+            "--data.init_args.num_train_examples", "64", "--data.init_args.num_val_examples", "16",
+            "--model.param_budget", "5000"]
+    code, err = run_main(args, capsys)
+    assert code == 0, err
+    code, err = run_main(args, capsys)
+    line = error_line(err)
+    assert code == 2 and "config.yaml is an earlier run's config" in line and "--trainer.default_root_dir" in line
