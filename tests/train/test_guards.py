@@ -176,6 +176,8 @@ def test_seqmix_fit_stops_with_one_line_and_keeps_the_run_directory(tmp_path, ca
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["global_step"] == 3 and "train/loss" in final["metrics"]
     assert (run / "metrics.csv").read_text().count("\n") >= 3 and (run / "config.yaml").exists()
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)  # the last good state, to resume
+    assert checkpoint["global_step"] == 3 and all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
 
 
 def test_seqmix_fit_skip_runs_to_the_end(tmp_path, capsys):
