@@ -69,8 +69,8 @@ class NonFiniteGuard(Callback):
         flags = [~torch.isfinite(g).all() for _, g in grads]
         if loss_ok is not None:
             flags.append(~loss_ok)
-        bad = bool(torch.stack(flags).any()) if flags else False  # one host sync per step
-        bad = trainer.strategy.reduce_boolean_decision(bad, all=False)  # every rank decides alike
+        local = bool(torch.stack(flags).any()) if flags else False  # one host sync per step
+        bad = trainer.strategy.reduce_boolean_decision(local, all=False)  # every rank decides alike
         if not bad:
             self.consecutive = 0
             return
@@ -78,7 +78,10 @@ class NonFiniteGuard(Callback):
         self._drop_gradients(optimizer)
         if self.failure is not None:  # already stopping (e.g. min_steps not reached yet): apply no more bad steps
             return
-        what = f"non-finite {self._describe(grads, loss, scaler is not None, step)}"
+        if local:
+            what = f"non-finite {self._describe(grads, loss, scaler is not None, step)}"
+        else:
+            what = f"non-finite loss or gradient on another process at global step {step}"
         self.consecutive += 1
         self.skipped.append(step)
         if self.action == "skip" and self.consecutive <= self.max_consecutive_skips:

@@ -1,6 +1,9 @@
 """NonFiniteGuard: a NaN gradient or loss stops the run naming the step and parameter, or skips that step untouched."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -25,11 +28,12 @@ PARAM = "model.blocks.1.mixer.A_log"
 class PoisonGrad(Callback):
     """Puts a NaN into one parameter's gradient after backward at the given global steps (default: just `step`)."""
 
-    def __init__(self, param: str = PARAM, step: int = 3, until: int | None = None):
+    def __init__(self, param: str = PARAM, step: int = 3, until: int | None = None, rank: int | None = None):
         self.param, self.step, self.until = param, step, until if until is not None else step
+        self.rank = rank  # poison on this global rank only (None: every rank)
 
     def on_after_backward(self, trainer, pl_module):
-        if self.step <= trainer.global_step <= self.until:
+        if self.step <= trainer.global_step <= self.until and self.rank in (None, trainer.global_rank):
             dict(pl_module.named_parameters())[self.param].grad.view(-1)[0] = float("nan")
 
 
@@ -142,11 +146,11 @@ def test_a_nan_loss_is_caught_too(tmp_path):
         fit(tmp_path, PoisonLoss(step=2), NonFiniteGuard())
 
 
-def cli_config(tmp_path: Path, action: str) -> list[str]:
+def cli_config(tmp_path: Path, action: str, **poison) -> list[str]:
     config = {
         "trainer": {"max_steps": 5, "limit_val_batches": 0, "enable_progress_bar": False, "enable_model_summary": False,
                     "default_root_dir": str(tmp_path), "log_every_n_steps": 1,
-                    "callbacks": [{"class_path": "tests.train.test_guards.PoisonGrad", "init_args": {"step": 2}}]},
+                    "callbacks": [{"class_path": "tests.train.test_guards.PoisonGrad", "init_args": {"step": 2, **poison}}]},
         "model": {"model": {"mixer": "mamba", "d_model": 16, "n_layers": 2, "mlp_ratio": 0.0}, "warmup_steps": 0},
         "data": {"class_path": "train.data.mqar.MQARDataModule",
                  "init_args": {"vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_train_examples": 64,
@@ -186,3 +190,21 @@ def test_seqmix_fit_skip_runs_to_the_end(tmp_path, capsys):
     assert code == 0, err
     final = json.loads((tmp_path / "mqar-mamba" / "version_0" / "final_metrics.json").read_text())
     assert final["global_step"] == 5
+
+
+@pytest.mark.slow
+def test_under_ddp_every_process_stops_at_the_same_step(tmp_path):
+    """Two CPU processes (gloo); rank 1's gradient is poisoned after backward, i.e. after DDP's all-reduce, so only
+    rank 1 sees the NaN: the guard's decision is reduced across ranks, both stop together (no hang) and say why."""
+    argv = [sys.executable, "-m", "train.cli", *cli_config(tmp_path, "stop", rank=1), "--trainer.strategy", "ddp",
+            "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("seqmix fit: error: ")]
+    assert len(lines) == 2, proc.stderr[-3000:]  # one from each process
+    assert any(f"non-finite gradient at global step 2 in {PARAM}" in line for line in lines)
+    assert any("non-finite loss or gradient on another process at global step 2" in line for line in lines)
+    assert "Traceback" not in proc.stderr
+    final = json.loads((tmp_path / "mqar-mamba" / "version_0" / "final_metrics.json").read_text())
+    assert final["global_step"] == 3
