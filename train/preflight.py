@@ -8,6 +8,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -61,6 +62,48 @@ def config_file_problem(path: str) -> str | None:
         return f"config file {path}: must hold a mapping of options (e.g. `trainer: {{max_steps: 100}}`), got a " \
                f"{type(data).__name__}"
     return None
+
+
+def _subclass_specs(data: Any, prefix: str = "") -> list[tuple[str, dict]]:
+    """Every {class_path, init_args} mapping in parsed YAML, by dotted key."""
+    if not isinstance(data, dict):
+        return []
+    if isinstance(data.get("class_path"), str) and isinstance(data.get("init_args"), dict):
+        return [(prefix, data)]
+    return [spec for k, v in data.items() for spec in _subclass_specs(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def _class(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return path
+
+
+def dropped_init_args(files: Iterable[str], cfg: Any) -> list[str]:
+    """init_args that a config file gives a class but that were dropped because a later file or option chose another
+    class (jsonargparse discards, silently, the options the new class does not take)."""
+    notes = []
+    for file in files:
+        try:
+            data = yaml.safe_load(Path(file).expanduser().read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        for key, spec in _subclass_specs(data):
+            final = cfg.get(key) if hasattr(cfg, "get") else None
+            class_path = getattr(final, "class_path", None)
+            if class_path is None or _class(class_path) is _class(spec["class_path"]):
+                continue
+            kept = set(vars(final.init_args)) if getattr(final, "init_args", None) is not None else set()
+            lost = {k: v for k, v in spec["init_args"].items() if k not in kept}
+            if lost:
+                given = ", ".join(f"{k}={v!r}" for k, v in lost.items())
+                one = len(lost) == 1
+                notes.append(f"{key} is {class_path}, not {spec['class_path']} as in {file}, so {given} from there "
+                             f"{'is' if one else 'are'} dropped ({class_path.rsplit('.', 1)[-1]} does not take "
+                             f"{'it' if one else 'them'})")
+    return notes
 
 
 def init_options(class_path: str) -> list[str] | None:
@@ -125,11 +168,16 @@ class OneLineErrorParser(LightningArgumentParser):
             if problem:
                 raise SeqmixError(f"{command}: error: {problem}")
         try:
-            return super().parse_args(args, *rest, **kwargs)
+            cfg = super().parse_args(args, *rest, **kwargs)
         except ArgumentError as err:
             parser = getattr(err, "subcommand_parser", None) or self._subparser(argv)
             known = [o for action in parser._actions for o in action.option_strings]
             raise SeqmixError(f"{command}: error: {one_line(str(err), known, command)}") from None
+        if " [options]" not in self.prog:  # the top parser (a subcommand's parser parses the same files too)
+            subcommand = cfg.get("subcommand") if hasattr(cfg, "get") else None
+            for note in dropped_init_args(config_files(argv), cfg.get(subcommand) if subcommand else cfg):
+                print(f"seqmix: note: {note}", file=sys.stderr)
+        return cfg
 
     def _subparser(self, argv: list[str]) -> LightningArgumentParser:
         action = getattr(self, "_subcommands_action", None)

@@ -239,3 +239,18 @@ def test_a_second_run_without_a_logger_in_the_same_folder_is_refused_up_front(tm
     code, err = run_main(args, capsys)
     line = error_line(err)
     assert code == 2 and "config.yaml is an earlier run's config" in line and "--trainer.default_root_dir" in line
+
+
+def test_options_dropped_by_a_class_switch_are_named(tmp_path, capsys):
+    """jsonargparse silently discards init_args the newly chosen class does not take; seqmix says which."""
+    attention = str(REPO / "experiments" / "configs" / "mixers" / "attention.yaml")
+    mamba = str(REPO / "experiments" / "configs" / "mixers" / "mamba.yaml")
+    code, err = run_main(["fit", "-c", MQAR, "-c", attention, "-c", mamba, *cheap(tmp_path),
+                          "--data.init_args.num_train_examples", "64", "--data.init_args.num_val_examples", "16",
+                          "--model.param_budget", "5000"], capsys)
+    assert code == 0, err
+    assert (f"seqmix: note: model.model.mixer is archs.Mamba, not archs.Attention as in {attention}, so n_heads=4 from "
+            "there is dropped (Mamba does not take it)") in err
+    code, err = run_main(["fit", "-c", MQAR, "-c", mamba, *cheap(tmp_path), "--model.param_budget", "5000",
+                          "--data.init_args.num_train_examples", "64", "--data.init_args.num_val_examples", "16"], capsys)
+    assert code == 0 and "note" not in err  # a task config and a mixer config: nothing dropped
