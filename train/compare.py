@@ -6,6 +6,7 @@ import argparse
 import inspect
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -39,7 +40,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=int, default=100_000, help="non-embedding parameter budget (default: %(default)s)")
     p.add_argument("--n-layers", type=int, default=2)
     p.add_argument("--steps", type=int, default=3000, help="training steps per mixer (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--min-lr-ratio", type=float, default=1.0,
+                   help="final lr / peak lr of the cosine decay after warmup; 1 keeps the lr constant (default: %(default)s)")
     p.add_argument("--seq-len", type=int, default=32, help="MQAR sequence length (default: %(default)s)")
     p.add_argument("--kv-pairs", type=int, default=4, help="MQAR key-value pairs (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=64)
@@ -57,6 +60,10 @@ def _check(args: argparse.Namespace) -> None:
     for field in ("params", "n_layers", "steps", "seq_len", "kv_pairs", "vocab_size", "batch_size", "heads"):
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {getattr(args, field)}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ValueError(f"--lr must be a positive finite number, got {args.lr}")
+    if not 0 <= args.min_lr_ratio <= 1:
+        raise ValueError(f"--min-lr-ratio must be in [0, 1], got {args.min_lr_ratio}")
     out = Path(args.out)
     problem = unwritable(out)  # before mkdir: a file in the way is a clear error, not a traceback
     if problem:
@@ -79,7 +86,8 @@ def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     )
     config = archs.ModelConfig(mixer=name, n_layers=args.n_layers, vocab_size=args.vocab_size,
                                mixer_args=mixer_args(name, args))
-    task = LMTask(config, param_budget=args.params, lr=args.lr, warmup_steps=min(300, args.steps // 10))
+    task = LMTask(config, param_budget=args.params, lr=args.lr, warmup_steps=min(300, args.steps // 10),
+                  min_lr_ratio=args.min_lr_ratio)
     perf = PerfMonitor(window=50)
     trainer = L.Trainer(
         max_steps=args.steps, accelerator="auto", devices=1, logger=CSVLogger(out / "train", name=name),
@@ -102,6 +110,10 @@ def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "train_tokens_per_s": float(tokens_per_s) if tokens_per_s is not None else None,
         "train_s": train_s,
     }
+
+
+def _schedule(args: argparse.Namespace) -> str:
+    return "constant" if args.min_lr_ratio == 1 else f"cosine to {args.min_lr_ratio:g}×"
 
 
 def _fmt_count(n: float | None, unit: str = "") -> str:
@@ -153,8 +165,9 @@ def report(trained: list[dict[str, Any]], bench: tuple[list, dict] | None, args:
     notes = [
         "",
         f"MQAR: {args.steps} steps, batch {args.batch_size}, vocab {args.vocab_size}, {args.n_layers} layers, "
-        f"lr {args.lr:g}, {args.heads} heads where the mixer has heads; every model sized to {args.params:,} "
-        f"non-embedding parameters (d_model: " + ", ".join(f"{t['mixer']} {t['d_model']}" for t in trained) + "); "
+        f"lr {args.lr:g} (after warmup {_schedule(args)}), {args.heads} heads where the mixer has heads; "
+        f"every model sized to {args.params:,} non-embedding parameters (d_model: "
+        + ", ".join(f"{t['mixer']} {t['d_model']}" for t in trained) + "); "
         f"accuracy over the queried values of 1,000 held-out sequences (chance ≈ {chance:.3f}). Training at that "
         "length: " + ", ".join(f"{t['mixer']} {_fmt_count(t['train_tokens_per_s'])} tok/s, {t['train_s']:.0f} s"
                                for t in trained) + ".",

@@ -15,6 +15,12 @@ def test_bad_input_is_rejected_early(tmp_path, capsys):
     with pytest.raises(SystemExit):
         compare.main(["--steps", "0", "--out", str(tmp_path)])
     assert "--steps must be a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.main(["--min-lr-ratio", "1.5", "--out", str(tmp_path)])
+    assert "--min-lr-ratio must be in [0, 1], got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.main(["--lr", "nan", "--out", str(tmp_path)])
+    assert "--lr must be a positive finite number, got nan" in capsys.readouterr().err
     assert not (tmp_path / compare.REPORT).exists()
 
 
