@@ -6,7 +6,6 @@ import argparse
 import inspect
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -22,7 +21,7 @@ import archs
 from train.bench import format_summary, quick, run_bench, write_outputs
 from train.callbacks import PerfMonitor
 from train.data.mqar import MQARDataModule
-from train.module import LMTask
+from train.module import LMTask, check_optimizer_args
 from train.preflight import unwritable
 
 DEFAULT_MIXERS = ("attention", "linear_attention", "mamba")
@@ -60,10 +59,7 @@ def _check(args: argparse.Namespace) -> None:
     for field in ("params", "n_layers", "steps", "seq_len", "kv_pairs", "vocab_size", "batch_size", "heads"):
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {getattr(args, field)}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        raise ValueError(f"--lr must be a positive finite number, got {args.lr}")
-    if not 0 <= args.min_lr_ratio <= 1:
-        raise ValueError(f"--min-lr-ratio must be in [0, 1], got {args.min_lr_ratio}")
+    check_optimizer_args(lr=args.lr, min_lr_ratio=args.min_lr_ratio)  # LMTask's own check, before any training
     out = Path(args.out)
     problem = unwritable(out)  # before mkdir: a file in the way is a clear error, not a traceback
     if problem:

@@ -95,6 +95,23 @@ def check_model_fits(config: ModelConfig, param_budget: int | None, memory: int 
                        f"{16 * params / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
 
 
+def check_optimizer_args(
+    lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+) -> None:
+    """Raise a ValueError naming the first bad AdamW / schedule setting of LMTask."""
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+    if not 0 <= min_lr_ratio <= 1:
+        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+
+
 def lm_loss_and_accuracy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]:
     """Mean next-token cross-entropy and argmax accuracy over supervised positions (labels != -100), and their count."""
     flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
@@ -148,16 +165,7 @@ class LMTask(L.LightningModule):
         config = config_from_dict(model) if isinstance(model, dict) else model
         if not isinstance(config, ModelConfig):
             raise TypeError(f"model must be an archs.ModelConfig, got {type(model).__name__}")
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
-        if not 0 <= min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+        check_optimizer_args(lr, weight_decay, betas, warmup_steps, min_lr_ratio)
         if param_budget is not None:
             try:
                 config, problem = archs.match_params(config, param_budget), None

@@ -8,19 +8,16 @@ from train import compare
 from train.bench import quick
 
 
-def test_bad_input_is_rejected_early(tmp_path, capsys):
+@pytest.mark.parametrize("args, message", [
+    (["--mixers", "transformer"], "unknown mixer 'transformer'"),
+    (["--steps", "0"], "--steps must be a positive integer, got 0"),
+    (["--min-lr-ratio", "1.5"], "min_lr_ratio must be in [0, 1], got 1.5"),
+    (["--lr", "nan"], "lr must be a finite number > 0, got nan"),
+])
+def test_bad_input_is_rejected_early(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        compare.main(["--mixers", "transformer", "--out", str(tmp_path)])
-    assert "unknown mixer 'transformer'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        compare.main(["--steps", "0", "--out", str(tmp_path)])
-    assert "--steps must be a positive integer, got 0" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        compare.main(["--min-lr-ratio", "1.5", "--out", str(tmp_path)])
-    assert "--min-lr-ratio must be in [0, 1], got 1.5" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        compare.main(["--lr", "nan", "--out", str(tmp_path)])
-    assert "--lr must be a positive finite number, got nan" in capsys.readouterr().err
+        compare.main([*args, "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err
     assert not (tmp_path / compare.REPORT).exists()
 
 
