@@ -72,6 +72,21 @@ def write_config(path: Path, root: Path, max_steps: int, every: int, val_every: 
     return path
 
 
+def write_mamba_config(path: Path, root: Path, **trainer: Any) -> Path:
+    """A tiny MQAR fit config (mixer-only Mamba, d_model 16, 64 training examples) writing under `root`; `trainer`
+    holds the run's own trainer options (max_steps, validation, callbacks)."""
+    config = {
+        "trainer": {"enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(root),
+                    "log_every_n_steps": 1, **trainer},
+        "model": {"model": {"mixer": "mamba", "d_model": 16, "n_layers": 2, "mlp_ratio": 0.0}, "warmup_steps": 0},
+        "data": {"class_path": "train.data.mqar.MQARDataModule",
+                 "init_args": {"vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_train_examples": 64,
+                               "num_val_examples": 16, "batch_size": 8}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def fit_command(config: Path, *args: str) -> list[str]:
     """`python -m train.cli fit -c config --wandb disabled *args`."""
     return [sys.executable, "-m", "train.cli", "fit", "-c", str(config), "--wandb", "disabled", *args]

@@ -10,7 +10,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
@@ -20,6 +19,8 @@ from train.cli import main
 from train.data.mqar import MQARDataModule
 from train.guards import NonFiniteError, NonFiniteGuard, first_nonfinite
 from train.module import LMTask
+
+from .run_helpers import write_mamba_config
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 PARAM = "model.blocks.1.mixer.A_log"
@@ -147,17 +148,10 @@ def test_a_nan_loss_is_caught_too(tmp_path):
 
 
 def cli_config(tmp_path: Path, action: str, **poison) -> list[str]:
-    config = {
-        "trainer": {"max_steps": 5, "limit_val_batches": 0, "enable_progress_bar": False, "enable_model_summary": False,
-                    "default_root_dir": str(tmp_path), "log_every_n_steps": 1,
-                    "callbacks": [{"class_path": "tests.train.test_guards.PoisonGrad", "init_args": {"step": 2, **poison}}]},
-        "model": {"model": {"mixer": "mamba", "d_model": 16, "n_layers": 2, "mlp_ratio": 0.0}, "warmup_steps": 0},
-        "data": {"class_path": "train.data.mqar.MQARDataModule",
-                 "init_args": {"vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_train_examples": 64,
-                               "num_val_examples": 16, "batch_size": 8}},
-    }
-    path = tmp_path / "poison.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_mamba_config(
+        tmp_path / "poison.yaml", tmp_path, max_steps=5, limit_val_batches=0,
+        callbacks=[{"class_path": "tests.train.test_guards.PoisonGrad", "init_args": {"step": 2, **poison}}],
+    )
     return ["fit", "-c", str(path), "--wandb", "disabled", "--nonfinite.action", action]
 
 
