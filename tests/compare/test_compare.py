@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from lightning.pytorch.core.saving import load_hparams_from_yaml
 
 from train import compare
 from train.bench import quick
@@ -41,4 +42,10 @@ def test_report_from_a_short_run(tmp_path, monkeypatch, capsys):
         assert cells[1] == f"{t['params_non_embedding']:,}" and cells[2] == f"{t['val_acc']:.3f}"
         assert len(cells) == 8 and "–" not in cells[3:7], row
     assert "train tok/s L=64" in report and "train tok/s L=128" in report and report in printed
+    assert "lr 0.003 (after warmup constant), 2 heads where the mixer has heads" in report
+    # --heads reaches the mixers that have heads, and only them
+    hparams = {m: load_hparams_from_yaml(str(out / "train" / m / "version_0" / "hparams.yaml"))
+               for m in ("attention", "mamba")}
+    assert hparams["attention"]["model"]["mixer_args"] == {"n_heads": 2} and hparams["mamba"]["model"]["mixer_args"] == {}
+    assert hparams["attention"]["min_lr_ratio"] == 1.0
     assert (out / "bench" / "bench.csv").exists() and any((out / "bench").glob("*.png"))
