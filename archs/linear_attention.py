@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels.linear_attention import chunked_linear_attention, linear_attention_step
+from seqmix.kernels.linear_attention import chunked_linear_attention, linear_attention_step
 
 from .mixer import Mixer, State, positive_int, register
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import kernels
+from seqmix import kernels
 
 from .mixer import Mixer, State, positive_int, register
 

@@ -1,6 +1,6 @@
 """Selective-scan benchmark: forward and forward+backward time per backend and length, speedup over `ref`.
 
-python -m kernels.bench [--backends torch ref] [--batch 4] [--dim 512] [--d-state 16] [--lengths 256 1024 4096]
+python -m seqmix.kernels.bench [--backends torch ref] [--batch 4] [--dim 512] [--d-state 16] [--lengths 256 1024 4096]
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def report(rows: list[Row], lengths: Sequence[int]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:
     """Parse arguments, run the benchmark, print the table; returns the measured rows."""
-    p = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m seqmix.kernels.bench", description=__doc__.splitlines()[0])
     p.add_argument("--backends", nargs="+", help="default: every backend that runs on --device (triton: CUDA only)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--dim", type=int, default=512, help="channels D (Mamba's d_inner)")

@@ -41,7 +41,7 @@ def _mamba_ssm_fn(device: torch.device) -> Callable:
 
 
 def _triton_fn(device: torch.device) -> Callable:
-    """kernels.scan_triton's entry point, or RuntimeError saying what is missing."""
+    """seqmix.kernels.scan_triton's entry point, or RuntimeError saying what is missing."""
     if importlib.util.find_spec("triton") is None:
         raise RuntimeError("backend 'triton' needs the triton package (Linux only): pip install triton")
     if device.type != "cuda" and not _interpret_requested():

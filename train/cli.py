@@ -26,10 +26,10 @@ from .module import LMTask
 from .preflight import OneLineErrorParser, unwritable
 
 SUBCOMMANDS = {
-    "bench": "train.bench.cli:main",
-    "evaluate": "train.evaluate:main",
-    "sweep": "train.sweep:main",
-    "compare": "train.compare:main",
+    "bench": "seqmix.train.bench.cli:main",
+    "evaluate": "seqmix.train.evaluate:main",
+    "sweep": "seqmix.train.sweep:main",
+    "compare": "seqmix.train.compare:main",
 }
 """Tools dispatched before LightningCLI: name -> "module:function", imported only when run; called with the
 remaining arguments (``main(argv)``; a ``main()`` without parameters sees them in sys.argv instead)."""

@@ -17,12 +17,12 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-import archs
-from train.bench import format_summary, quick, run_bench, write_outputs
-from train.callbacks import PerfMonitor
-from train.data.mqar import MQARDataModule
-from train.module import LMTask, check_optimizer_args
-from train.preflight import unwritable
+from seqmix import archs
+from seqmix.train.bench import format_summary, quick, run_bench, write_outputs
+from seqmix.train.callbacks import PerfMonitor
+from seqmix.train.data.mqar import MQARDataModule
+from seqmix.train.module import LMTask, check_optimizer_args
+from seqmix.train.preflight import unwritable
 
 DEFAULT_MIXERS = ("attention", "linear_attention", "mamba")
 REPORT = "report.md"

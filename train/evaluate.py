@@ -23,17 +23,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from archs import LanguageModel
+from seqmix.archs import LanguageModel
 
 from .data import IGNORE_INDEX
 from .data.synthetic import check_depth, seeded_generator
 
 TASKS = {
-    "needle": "train.data.needle.NeedleDataModule",
-    "multi_needle": "train.data.needle.MultiNeedleDataModule",
-    "induction": "train.data.induction.InductionDataModule",
-    "selective_copying": "train.data.copying.SelectiveCopyingDataModule",
-    "mqar": "train.data.mqar.MQARDataModule",
+    "needle": "seqmix.train.data.needle.NeedleDataModule",
+    "multi_needle": "seqmix.train.data.needle.MultiNeedleDataModule",
+    "induction": "seqmix.train.data.induction.InductionDataModule",
+    "selective_copying": "seqmix.train.data.copying.SelectiveCopyingDataModule",
+    "mqar": "seqmix.train.data.mqar.MQARDataModule",
 }
 """Task name -> data module class path (the class a checkpoint's data hyperparameters are given back to)."""
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-import archs
-from archs import LanguageModel, Mixer, ModelConfig
+from seqmix import archs
+from seqmix.archs import LanguageModel, Mixer, ModelConfig
 
 from .data import IGNORE_INDEX
 

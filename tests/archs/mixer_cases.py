@@ -1,6 +1,6 @@
 """Every registered mixer, plus the option variants whose forward takes another code path."""
 
-from archs import MIXERS
+from seqmix.archs import MIXERS
 
 VARIANTS = {
     "attention_explicit": ("attention", {"impl": "explicit"}),

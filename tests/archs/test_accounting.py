@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from archs import LanguageModel, ModelConfig, get_mixer
+from seqmix.archs import LanguageModel, ModelConfig, get_mixer
 
 
 def counted_flops_per_token(module, x) -> float:

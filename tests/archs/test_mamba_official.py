@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from archs import Mamba
+from seqmix.archs import Mamba
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-import archs
-import kernels
+from seqmix import archs, kernels
 
 # bf16 keeps 8 significant bits (relative rounding 2^-9 ~ 0.2%); a Mamba layer chains four bf16 matmuls and a conv
 # before and after the fp32 scan, so its output may differ from the fp32 forward by a few of those roundings. Allowed:

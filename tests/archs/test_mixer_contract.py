@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archs import MIXERS
+from seqmix.archs import MIXERS
 
 from .mixer_cases import CASES, build
 

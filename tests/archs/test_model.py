@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from archs import MIXERS, LanguageModel, Mamba, ModelConfig, no_weight_decay, preset
+from seqmix.archs import MIXERS, LanguageModel, Mamba, ModelConfig, no_weight_decay, preset
 
 
 @pytest.mark.parametrize("mixer", sorted(MIXERS))

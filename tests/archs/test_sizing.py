@@ -2,7 +2,7 @@
 
 import pytest
 
-from archs import MIXERS, ModelConfig, match_params, match_width, non_embedding_params
+from seqmix.archs import MIXERS, ModelConfig, match_params, match_width, non_embedding_params
 
 
 @pytest.mark.parametrize("budget", [100_000, 3_000_000, 100_000_000])

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from train.bench import read_csv
-from train.bench.cli import config_from_args, main, parser
-from train.bench.config import QUICK
+from seqmix.train.bench import read_csv
+from seqmix.train.bench.cli import config_from_args, main, parser
+from seqmix.train.bench.config import QUICK
 
 
 @pytest.mark.slow

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from archs import MIXERS, LanguageModel, ModelConfig
-from train.bench.config import parse_mixer
-from train.bench.measure import Point, Probe, clone_states, measure_point, state_tensor_bytes, time_calls, time_stats
-from train.bench.peak import matmul_flops_per_s
+from seqmix.archs import MIXERS, LanguageModel, ModelConfig
+from seqmix.train.bench.config import parse_mixer
+from seqmix.train.bench.measure import Point, Probe, clone_states, measure_point, state_tensor_bytes, time_calls, time_stats
+from seqmix.train.bench.peak import matmul_flops_per_s
 
 ARMS = ["attention", "attention_explicit", *sorted(set(MIXERS) - {"attention"})]
 

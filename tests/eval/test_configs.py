@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from train import evaluate
-from train.cli import cli
+from seqmix.train import evaluate
+from seqmix.train.cli import cli
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 SYNTHETIC = ["--data.num_train=32", "--data.num_val=8", "--data.num_test=8", "--data.batch_size=8", "--data.seq_len=64"]

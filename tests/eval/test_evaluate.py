@@ -10,13 +10,13 @@ import matplotlib.image
 import pytest
 import torch
 
-from archs import ModelConfig
-from train import evaluate
-from train.data import IGNORE_INDEX
-from train.data.copying import SelectiveCopyingDataModule
-from train.data.mqar import MQARDataModule
-from train.data.needle import NeedleDataModule
-from train.module import LMTask
+from seqmix.archs import ModelConfig
+from seqmix.train import evaluate
+from seqmix.train.data import IGNORE_INDEX
+from seqmix.train.data.copying import SelectiveCopyingDataModule
+from seqmix.train.data.mqar import MQARDataModule
+from seqmix.train.data.needle import NeedleDataModule
+from seqmix.train.module import LMTask
 
 DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
 

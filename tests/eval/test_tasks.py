@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from train.data import IGNORE_INDEX
-from train.data.copying import COPY, NOISE, SelectiveCopyingDataModule
-from train.data.induction import TRIGGER, InductionDataModule
-from train.data.needle import NEEDLE, QUERY, MultiNeedleDataModule, NeedleDataModule
-from train.data.synthetic import row_keys, seeded_generator
+from seqmix.train.data import IGNORE_INDEX
+from seqmix.train.data.copying import COPY, NOISE, SelectiveCopyingDataModule
+from seqmix.train.data.induction import TRIGGER, InductionDataModule
+from seqmix.train.data.needle import NEEDLE, QUERY, MultiNeedleDataModule, NeedleDataModule
+from seqmix.train.data.synthetic import row_keys, seeded_generator
 
 DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
 SMALL = dict(num_train=64, num_val=16, num_test=16, batch_size=8)

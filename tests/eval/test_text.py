@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import train.data.text as text
-from archs import ModelConfig
-from train.data.text import BPETokenizer, TextDataModule, TextMetrics, corpus_order, default_corpus, resolve_paths
-from train.module import LMTask
+from seqmix.archs import ModelConfig
+from seqmix.train.data.text import BPETokenizer, TextDataModule, TextMetrics, corpus_order, default_corpus, resolve_paths
+from seqmix.train.module import LMTask
 
 LINES = [
     "def grüß(x):  # ünïcödé, 日本語, emoji 🙂\n",
@@ -193,7 +193,7 @@ def test_perplexity_and_bits_per_byte_are_logged(corpus, tmp_path, tokenizer):
 
 
 def test_text_metrics_give_no_bits_per_byte_where_the_data_has_no_bytes():
-    from train.data.induction import InductionDataModule
+    from seqmix.train.data.induction import InductionDataModule
 
     dm = InductionDataModule(seq_len=16, vocab_size=8, num_train=8, num_val=8, num_test=8, batch_size=8)
     model = LMTask(ModelConfig(mixer="attention", d_model=16, n_layers=1, vocab_size=8))

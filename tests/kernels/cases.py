@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.scan_ref import selective_scan_ref
+from seqmix.kernels.scan_ref import selective_scan_ref
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 

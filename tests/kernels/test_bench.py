@@ -1,10 +1,10 @@
-"""`python -m kernels.bench` on a tiny problem: the table, the ref cut-off note and the growth ratios."""
+"""`python -m seqmix.kernels.bench` on a tiny problem: the table, the ref cut-off note and the growth ratios."""
 
 from __future__ import annotations
 
 import torch
 
-from kernels import bench
+from seqmix.kernels import bench
 
 
 def test_bench_prints_table_speedups_and_growth(capsys) -> None:

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import torch
 
-import kernels
-from kernels import resolve_backend, selective_scan
+from seqmix import kernels
+from seqmix.kernels import resolve_backend, selective_scan
 
 from .cases import Case, assert_matches, reference, run
 
@@ -82,7 +82,7 @@ def test_import_without_triton() -> None:
             assert "needs the triton package" in str(err), err
         else:
             raise AssertionError("no error")
-        assert "kernels.scan_triton" not in sys.modules
+        assert "seqmix.kernels.scan_triton" not in sys.modules
         """
     )
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}

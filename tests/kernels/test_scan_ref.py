@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from kernels.scan_ref import selective_scan_ref
+from seqmix.kernels.scan_ref import selective_scan_ref
 
 from .cases import Case, assert_matches, run
 

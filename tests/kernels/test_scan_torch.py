@@ -9,9 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import kernels
-from kernels import scan_torch
-from kernels.scan_torch import selective_scan_torch
+from seqmix import kernels
+from seqmix.kernels import scan_torch
+from seqmix.kernels.scan_torch import selective_scan_torch
 
 from .cases import Case, assert_close, assert_matches, reference, run
 

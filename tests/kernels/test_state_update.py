@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import selective_scan, selective_state_update
+from seqmix.kernels import selective_scan, selective_state_update
 
 from .cases import Case, assert_close
 

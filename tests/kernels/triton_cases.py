@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 if not torch.cuda.is_available() and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"
 
-from kernels import selective_scan  # noqa: E402
+from seqmix.kernels import selective_scan  # noqa: E402
 
 from .cases import Case, assert_matches, reference, run  # noqa: E402
 
 
 def _scan(**blocks):
-    from kernels.scan_triton import selective_scan_triton
+    from seqmix.kernels.scan_triton import selective_scan_triton
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import yaml
 
-from train.sweep import run_cli as sweep_cli
-from train.sweep.plan import seqmix_arguments
+from seqmix.train.sweep import run_cli as sweep_cli
+from seqmix.train.sweep.plan import seqmix_arguments
 
 MQAR = str(Path(__file__).resolve().parents[2] / "experiments" / "configs" / "mqar.yaml")
 
 
 def test_seqmix_arguments_finds_the_trainer_command():
     assert seqmix_arguments(["/usr/bin/env", "seqmix", "fit", "-c", "x.yaml"]) == ["fit", "-c", "x.yaml"]
-    assert seqmix_arguments([sys.executable, "-m", "train.cli", "test", "--a=1"]) == ["test", "--a=1"]
+    assert seqmix_arguments([sys.executable, "-m", "seqmix.train.cli", "test", "--a=1"]) == ["test", "--a=1"]
     assert seqmix_arguments(["python", "train/cli.py", "fit"]) == ["fit"]
     assert seqmix_arguments(["python", "stub.py", "--a=1"]) is None
     assert seqmix_arguments(["seqmix", "bench", "--quick"]) is None

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from train.sweep.plan import ROOT_DIR_FLAG, arg_forms, grid_runs, plan_runs, random_runs, render_command, run_id
-from train.sweep.spec import DISTRIBUTIONS, SweepSpecError, load_spec, parse_spec
+from seqmix.train.sweep.plan import ROOT_DIR_FLAG, arg_forms, grid_runs, plan_runs, random_runs, render_command, run_id
+from seqmix.train.sweep.spec import DISTRIBUTIONS, SweepSpecError, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -169,10 +169,11 @@ def test_arguments_render_exactly_as_the_w_and_b_agent_renders_them(args):
 def test_command_macros_and_the_run_directory_flag(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQMIX_TEST_CFG", "exp.yaml")
     s = spec({"model.lr": {"values": [0.5]}, "x": {"value": True}},
-             command=["${env}", "${interpreter}", "-m", "train.cli", "fit", "-c", "${envvar:SEQMIX_TEST_CFG}", "${args}"])
+             command=["${env}", "${interpreter}", "-m", "seqmix.train.cli", "fit", "-c", "${envvar:SEQMIX_TEST_CFG}",
+                      "${args}"])
     run = grid_runs(s)[0]
     argv = render_command(s, run, tmp_path)
-    assert argv[1:] == [sys.executable, "-m", "train.cli", "fit", "-c", "exp.yaml", "--model.lr=0.5", "--x=True",
+    assert argv[1:] == [sys.executable, "-m", "seqmix.train.cli", "fit", "-c", "exp.yaml", "--model.lr=0.5", "--x=True",
                         f"{ROOT_DIR_FLAG}={tmp_path}"]
     assert Path(argv[0]).name == "env"
     # no `command`: W&B's default `${env} ${interpreter} ${program} ${args}`

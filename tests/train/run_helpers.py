@@ -1,4 +1,4 @@
-"""Test-only callbacks and helpers for runs of `python -m train.cli fit` in subprocesses (resume, DDP)."""
+"""Test-only callbacks and helpers for runs of `python -m seqmix.train.cli fit` in subprocesses (resume, DDP)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def write_config(path: Path, root: Path, max_steps: int, every: int, val_every: 
                     "callbacks": [{"class_path": "tests.train.run_helpers.RecordBatches"}]},
         "checkpoint": {"every_n_train_steps": every},
         "model": {"model": {"d_model": 16, "n_layers": 1, "mlp_ratio": 0.0}, "lr": 3e-3, "warmup_steps": 4},
-        "data": {"class_path": "train.data.mqar.MQARDataModule",
+        "data": {"class_path": "seqmix.train.data.mqar.MQARDataModule",
                  "init_args": {"vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_train_examples": 48,
                                "num_val_examples": 16, "batch_size": 8, **data}},
     }
@@ -79,7 +79,7 @@ def write_mamba_config(path: Path, root: Path, **trainer: Any) -> Path:
         "trainer": {"enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(root),
                     "log_every_n_steps": 1, **trainer},
         "model": {"model": {"mixer": "mamba", "d_model": 16, "n_layers": 2, "mlp_ratio": 0.0}, "warmup_steps": 0},
-        "data": {"class_path": "train.data.mqar.MQARDataModule",
+        "data": {"class_path": "seqmix.train.data.mqar.MQARDataModule",
                  "init_args": {"vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_train_examples": 64,
                                "num_val_examples": 16, "batch_size": 8}},
     }
@@ -88,8 +88,8 @@ def write_mamba_config(path: Path, root: Path, **trainer: Any) -> Path:
 
 
 def fit_command(config: Path, *args: str) -> list[str]:
-    """`python -m train.cli fit -c config --wandb disabled *args`."""
-    return [sys.executable, "-m", "train.cli", "fit", "-c", str(config), "--wandb", "disabled", *args]
+    """`python -m seqmix.train.cli fit -c config --wandb disabled *args`."""
+    return [sys.executable, "-m", "seqmix.train.cli", "fit", "-c", str(config), "--wandb", "disabled", *args]
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train import compare
-from train.bench import cli as bench_cli
-from train.cli import main
-from train.preflight import config_file_problem, one_line, unwritable
+from seqmix.train import compare
+from seqmix.train.bench import cli as bench_cli
+from seqmix.train.cli import main
+from seqmix.train.preflight import config_file_problem, one_line, unwritable
 
 REPO = Path(__file__).resolve().parents[2]
 MQAR = str(REPO / "experiments" / "configs" / "mqar.yaml")
@@ -81,7 +81,7 @@ def test_config_file_problem_passes_good_files_and_non_files(tmp_path):
          ["unrecognized arguments: --model.model.d_modle", "did you mean --model.model.d_model?"]),
         (["--data.init_args.seq_lenn", "8"],
          ["Option 'seq_lenn' is not accepted", "MQARDataModule takes: vocab_size, seq_len"]),
-        (["--model.model.mixer", "archs.Mamba", "--model.model.mixer.init_args.d_sate", "8"],
+        (["--model.model.mixer", "seqmix.archs.Mamba", "--model.model.mixer.init_args.d_sate", "8"],
          ["Option 'd_sate' is not accepted", "Mamba takes: d_state, d_conv"]),
         (["--nonfinite.action", "ignore"], ["nonfinite.action", "'stop', 'skip'", "ignore"]),
         (["--trainer.max_steps", "many"], ["trainer.max_steps", "many"]),
@@ -106,7 +106,7 @@ def test_unknown_key_in_a_config_file_suggests_the_right_one(tmp_path, capsys):
 
 def test_one_line_drops_union_noise():
     message = ('Parser key "data":\n  Does not validate against any of the Union subtypes\n  Subtypes: [A, NoneType]\n'
-               "  Errors:\n    - Problem with given class_path 'train.data.mqar.MQARDataModule':\n"
+               "  Errors:\n    - Problem with given class_path 'seqmix.train.data.mqar.MQARDataModule':\n"
                "        Option 'foo' is not accepted\n    - Expected a <class 'NoneType'>\n"
                "  Given value type: <class 'str'>\n  Given value: x\n")
     line = one_line(message)
@@ -159,7 +159,7 @@ def test_missing_empty_and_binary_text_files_are_named(name, words, files, tmp_p
 
 
 def test_a_folder_leaves_out_binary_files_with_a_warning_but_not_when_nothing_is_left(files, tmp_path, capsys):
-    from train.data.text import TextDataModule
+    from seqmix.train.data.text import TextDataModule
 
     data = TextDataModule(paths=str(files), seq_len=16, cache_dir=str(tmp_path / "cache"))
     with pytest.warns(UserWarning, match=r"left out 2 file\(s\) that are not UTF-8 text: .*(nul\.bin|latin1\.txt)"):
@@ -249,7 +249,7 @@ def test_options_dropped_by_a_class_switch_are_named(tmp_path, capsys):
                           "--data.init_args.num_train_examples", "64", "--data.init_args.num_val_examples", "16",
                           "--model.param_budget", "5000"], capsys)
     assert code == 0, err
-    assert (f"seqmix: note: model.model.mixer is archs.Mamba, not archs.Attention as in {attention}, so n_heads=4 from "
+    assert (f"seqmix: note: model.model.mixer is seqmix.archs.Mamba, not seqmix.archs.Attention as in {attention}, so n_heads=4 from "
             "there is dropped (Mamba does not take it)") in err
     code, err = run_main(["fit", "-c", MQAR, "-c", mamba, *cheap(tmp_path), "--model.param_budget", "5000",
                           "--data.init_args.num_train_examples", "64", "--data.init_args.num_val_examples", "16"], capsys)

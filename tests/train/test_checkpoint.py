@@ -1,4 +1,4 @@
-"""train.checkpoint: atomic checkpoint files, the default cadence and final save, exact in-process resume, the CLI's
+"""seqmix.train.checkpoint: atomic checkpoint files, the default cadence and final save, exact in-process resume, the CLI's
 checkpoint options and --ckpt_path last."""
 
 import random
@@ -10,10 +10,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from train.checkpoint import RESUME_KEY, AtomicCheckpointIO, ResumeState, RunCheckpoint, rng_state, set_rng_state
-from train.cli import cli
-from train.data.mqar import MQARDataModule
-from train.module import LMTask
+from seqmix.train.checkpoint import RESUME_KEY, AtomicCheckpointIO, ResumeState, RunCheckpoint, rng_state, set_rng_state
+from seqmix.train.cli import cli
+from seqmix.train.data.mqar import MQARDataModule
+from seqmix.train.module import LMTask
 
 from .run_helpers import example_key, write_config
 

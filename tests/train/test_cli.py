@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import archs
-from train import cli as seqmix_cli
-from train.cli import SUBCOMMANDS, TRAINER_SUBCOMMANDS, SeqmixError, cli, main, wandb_mode
-from train.module import LMTask
+from seqmix import archs
+from seqmix.train import cli as seqmix_cli
+from seqmix.train.cli import SUBCOMMANDS, TRAINER_SUBCOMMANDS, SeqmixError, cli, main, wandb_mode
+from seqmix.train.module import LMTask
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 MQAR = str(CONFIGS / "mqar.yaml")
@@ -34,8 +34,8 @@ def test_help_lists_every_subcommand(capsys):
     assert code == 0
     for name in (*TRAINER_SUBCOMMANDS, *SUBCOMMANDS):
         assert f"\n  {name} " in out
-    assert SUBCOMMANDS == {"bench": "train.bench.cli:main", "evaluate": "train.evaluate:main",
-                           "sweep": "train.sweep:main", "compare": "train.compare:main"}
+    assert SUBCOMMANDS == {"bench": "seqmix.train.bench.cli:main", "evaluate": "seqmix.train.evaluate:main",
+                           "sweep": "seqmix.train.sweep:main", "compare": "seqmix.train.compare:main"}
 
 
 def test_unknown_command_is_named(capsys):
@@ -54,10 +54,10 @@ def test_tools_are_imported_lazily_and_get_their_arguments(monkeypatch, capsys):
 
 
 def test_missing_tool_is_a_clear_error(monkeypatch, capsys):
-    monkeypatch.setitem(SUBCOMMANDS, "compare", "train.no_such_module_for_test:main")
+    monkeypatch.setitem(SUBCOMMANDS, "compare", "seqmix.train.no_such_module_for_test:main")
     code, _, err = run_main(["compare"], capsys)
     assert code == 2
-    assert "seqmix compare is not available" in err and "train.no_such_module_for_test" in err
+    assert "seqmix compare is not available" in err and "seqmix.train.no_such_module_for_test" in err
     assert "Traceback" not in err
 
 
@@ -72,10 +72,10 @@ def test_print_config_composes_task_and_mixer(capsys):
     code, out, _ = run_main(["fit", "-c", MQAR, "-c", MIXER_CONFIGS["mamba"], "--print_config"], capsys)
     assert code == 0
     cfg = yaml.safe_load(out)
-    assert cfg["model"]["model"]["mixer"]["class_path"] == "archs.Mamba"
+    assert cfg["model"]["model"]["mixer"]["class_path"] == "seqmix.archs.Mamba"
     assert cfg["model"]["model"]["mixer"]["init_args"]["d_state"] == 16
     assert cfg["model"]["param_budget"] == yaml.safe_load(Path(MQAR).read_text())["model"]["param_budget"]
-    assert cfg["data"]["class_path"] == "train.data.mqar.MQARDataModule"
+    assert cfg["data"]["class_path"] == "seqmix.train.data.mqar.MQARDataModule"
     code, out, _ = run_main(["fit", "-c", MQAR, "--model.model.mixer", "linear_attention", "--print_config"], capsys)
     assert code == 0 and yaml.safe_load(out)["model"]["model"]["mixer"] == "linear_attention"
 
@@ -166,7 +166,7 @@ def tiny_config(tmp_path: Path, **data) -> str:
         "trainer": {"max_steps": 3000, "val_check_interval": 3000, "check_val_every_n_epoch": None,
                     "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(tmp_path)},
         "model": {"model": {"d_model": 64, "n_layers": 2, "mlp_ratio": 0.0}, "lr": 3e-3, "warmup_steps": 300},
-        "data": {"class_path": "train.data.mqar.MQARDataModule",
+        "data": {"class_path": "seqmix.train.data.mqar.MQARDataModule",
                  "init_args": {"vocab_size": 64, "seq_len": 32, "num_kv_pairs": 4, "num_train_examples": 19_200,
                                "num_val_examples": 512, "batch_size": 32, **data}},
     }

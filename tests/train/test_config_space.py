@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import archs
-from train.cli import SeqmixError, cli
-from train.module import LMTask, check_model_fits
+from seqmix import archs
+from seqmix.train.cli import SeqmixError, cli
+from seqmix.train.module import LMTask, check_model_fits
 
 NAMES = {  # field -> how an error message may name it
     "mixer": ("mixer",), "d_model": ("d_model",), "n_layers": ("n_layers",), "n_heads": ("n_heads",),
@@ -77,7 +77,7 @@ def configs(draw):
 
 
 def argv(values: dict, root: str) -> list[str]:
-    args = ["fit", "--data", "train.data.mqar.MQARDataModule", "--data.num_train_examples", "16",
+    args = ["fit", "--data", "seqmix.train.data.mqar.MQARDataModule", "--data.num_train_examples", "16",
             "--data.num_val_examples", "8", "--data.num_test_examples", "8", "--wandb", "disabled",
             "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
             "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",

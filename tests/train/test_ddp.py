@@ -13,8 +13,8 @@ difference in data or averaging (a wrong shard or a wrong average moves the loss
 import pytest
 import torch
 
-from train import evaluate
-from train.module import LMTask
+from seqmix.train import evaluate
+from seqmix.train.module import LMTask
 
 from .run_helpers import RECORD_ENV, fit_command, logged, read_steps, run, write_config
 

@@ -13,12 +13,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
-import archs
-from train.callbacks import FinalMetrics
-from train.cli import main
-from train.data.mqar import MQARDataModule
-from train.guards import NonFiniteError, NonFiniteGuard, first_nonfinite
-from train.module import LMTask
+from seqmix import archs
+from seqmix.train.callbacks import FinalMetrics
+from seqmix.train.cli import main
+from seqmix.train.data.mqar import MQARDataModule
+from seqmix.train.guards import NonFiniteError, NonFiniteGuard, first_nonfinite
+from seqmix.train.module import LMTask
 
 from .run_helpers import write_mamba_config
 
@@ -190,7 +190,7 @@ def test_seqmix_fit_skip_runs_to_the_end(tmp_path, capsys):
 def test_under_ddp_every_process_stops_at_the_same_step(tmp_path):
     """Two CPU processes (gloo); rank 1's gradient is poisoned after backward, i.e. after DDP's all-reduce, so only
     rank 1 sees the NaN: the guard's decision is reduced across ranks, both stop together (no hang) and say why."""
-    argv = [sys.executable, "-m", "train.cli", *cli_config(tmp_path, "stop", rank=1), "--trainer.strategy", "ddp",
+    argv = [sys.executable, "-m", "seqmix.train.cli", *cli_config(tmp_path, "stop", rank=1), "--trainer.strategy", "ddp",
             "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=Path(__file__).parents[2])

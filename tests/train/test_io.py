@@ -1,10 +1,10 @@
-"""train.io: whole-file replacement that a crash mid-write never truncates."""
+"""seqmix.train.io: whole-file replacement that a crash mid-write never truncates."""
 
 import os
 
 import pytest
 
-from train.io import atomic_open, atomic_write, temp_path
+from seqmix.train.io import atomic_open, atomic_write, temp_path
 
 
 def test_atomic_write_replaces_text_and_bytes_exactly(tmp_path):

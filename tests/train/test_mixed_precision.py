@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from train.cli import cli
+from seqmix.train.cli import cli
 
 from .run_helpers import write_mamba_config
 

@@ -11,11 +11,11 @@ import torch
 from jsonargparse import ArgumentParser
 from torch.utils.data import DataLoader
 
-import archs
-from train.callbacks import FinalMetrics, PerfMonitor
-from train.data import IGNORE_INDEX, TokenDataset
-from train.data.mqar import MQARDataModule
-from train.module import LMTask, config_from_dict, config_to_dict, lm_loss_and_accuracy, lr_factor, param_groups
+from seqmix import archs
+from seqmix.train.callbacks import FinalMetrics, PerfMonitor
+from seqmix.train.data import IGNORE_INDEX, TokenDataset
+from seqmix.train.data.mqar import MQARDataModule
+from seqmix.train.module import LMTask, config_from_dict, config_to_dict, lm_loss_and_accuracy, lr_factor, param_groups
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 TINY = dict(d_model=16, n_layers=1, vocab_size=32)
@@ -106,7 +106,7 @@ def _mixer_factory_from_cli():
     """A ModelConfig whose mixer is what jsonargparse builds from {class_path, init_args}."""
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--model", type=archs.ModelConfig)
-    cfg = parser.parse_args(["--model.mixer", '{"class_path": "archs.Mamba", "init_args": {"d_state": 8}}',
+    cfg = parser.parse_args(["--model.mixer", '{"class_path": "seqmix.archs.Mamba", "init_args": {"d_state": 8}}',
                              "--model.vocab_size", "32", "--model.n_layers", "1"])
     return parser.instantiate_classes(cfg).model
 

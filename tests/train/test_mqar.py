@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.data import IGNORE_INDEX
-from train.data.mqar import MQARDataModule, check_mqar, generate_mqar
+from seqmix.train.data import IGNORE_INDEX
+from seqmix.train.data.mqar import MQARDataModule, check_mqar, generate_mqar
 
 V, L, KV = 64, 48, 6
 

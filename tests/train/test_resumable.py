@@ -1,12 +1,12 @@
-"""train.data.resumable: seeded epoch orders, DistributedSampler-style sharding, and mid-epoch resume of the loader."""
+"""seqmix.train.data.resumable: seeded epoch orders, DistributedSampler-style sharding, and mid-epoch resume of the loader."""
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from train.data import TokenDataset
-from train.data.mqar import MQARDataModule
-from train.data.resumable import EpochSampler, ResumableLoader, train_loader
+from seqmix.train.data import TokenDataset
+from seqmix.train.data.mqar import MQARDataModule
+from seqmix.train.data.resumable import EpochSampler, ResumableLoader, train_loader
 
 N = 21  # not a multiple of the batch nor of the process count: padding and a short last batch
 

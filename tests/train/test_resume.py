@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
-from train.data.mqar import MQARDataModule
+from seqmix.train.data.mqar import MQARDataModule
 
 from .run_helpers import PACE_ENV, RECORD_ENV, example_key, fit_command, logged, read_steps, run, start, write_config
 

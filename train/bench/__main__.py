@@ -1,4 +1,4 @@
-"""`python -m train.bench`: the same as `seqmix bench`."""
+"""`python -m seqmix.train.bench`: the same as `seqmix bench`."""
 
 import sys
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from archs import ModelConfig, get_mixer, match_params, match_width, non_embedding_params
+from seqmix.archs import ModelConfig, get_mixer, match_params, match_width, non_embedding_params
 
 from .measure import DTYPES, MODES
 

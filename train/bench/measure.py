@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from archs import LanguageModel, ModelConfig
+from seqmix.archs import LanguageModel, ModelConfig
 
 MODES = ("train", "prefill", "decode")
 MAX_REPEATS = 10_000

@@ -14,7 +14,7 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from archs import LanguageModel
+from seqmix.archs import LanguageModel
 
 from .config import BenchConfig, MixerSpec, model_summary
 from .measure import DTYPES, Point, Probe, measure_point, time_stats

@@ -1,6 +1,6 @@
 """Data modules for seqmix, and the batch contract every one of them follows.
 
-The contract (every `LightningDataModule` used with `train.module.LMTask` and the `seqmix` CLI):
+The contract (every `LightningDataModule` used with `seqmix.train.module.LMTask` and the `seqmix` CLI):
 
 - Each batch is a dict ``{"input_ids": LongTensor (B, L), "labels": LongTensor (B, L)}``.
 - Labels are already shifted: ``labels[b, t]`` is the token the model must predict after reading

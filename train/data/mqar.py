@@ -4,7 +4,7 @@ An example of length L: a block of ``num_kv_pairs`` key-value pairs ``k1 v1 k2 v
 half of the vocabulary, excluding 0; distinct values from the second half), then the query region: every key once,
 in random order, at even offsets drawn without replacement with probability proportional to ``a * i**(a - 1)``
 (``power_a``; small a puts queries near the block), with 0 as filler elsewhere. The only supervised positions are
-the queried keys, labelled with their value (labels are shifted, see the contract in ``train.data``).
+the queried keys, labelled with their value (labels are shifted, see the contract in ``seqmix.train.data``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `EpochSampler` fixes the order of epoch e as a function of (seed, e) alone, so nothing but the epoch and a position
 needs saving; `ResumableLoader` counts how far into the epoch it has handed out batches and exposes that through
 ``state_dict`` / ``load_state_dict``, the protocol Lightning saves in checkpoints (``loops.fit_loop`` holds it), and
-the one `train.checkpoint.ResumeState` re-applies on resume. `train_loader` builds the pair for a data module, sharded
+the one `seqmix.train.checkpoint.ResumeState` re-applies on resume. `train_loader` builds the pair for a data module, sharded
 over the trainer's processes when it runs distributed (DDP).
 """
 

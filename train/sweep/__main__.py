@@ -1,4 +1,4 @@
-"""`python -m train.sweep FILE …`: same as `seqmix sweep FILE …`."""
+"""`python -m seqmix.train.sweep FILE …`: same as `seqmix sweep FILE …`."""
 
 import sys
 

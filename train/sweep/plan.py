@@ -164,11 +164,11 @@ TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def seqmix_arguments(argv: list[str]) -> list[str] | None:
-    """What a rendered command passes to `seqmix fit|validate|test|predict` (``seqmix fit ...``, ``python -m train.cli
+    """What a rendered command passes to `seqmix fit|validate|test|predict` (``seqmix fit ...``, ``python -m seqmix.train.cli
     fit ...``, ``python train/cli.py fit ...``), from the subcommand on; None when it runs any other program."""
     for i, arg in enumerate(argv):
         if Path(arg).name == "seqmix" or arg.replace("\\", "/").endswith("train/cli.py") or (
-            arg == "train.cli" and i > 0 and argv[i - 1] == "-m"
+            arg == "seqmix.train.cli" and i > 0 and argv[i - 1] == "-m"
         ):
             rest = argv[i + 1 :]
             return rest if rest and rest[0] in TRAINER_COMMANDS else None
@@ -184,7 +184,7 @@ def check_seqmix_arguments(spec: SweepSpec, runs: list[PlannedRun], max_checks: 
     import contextlib
     import io
 
-    from train.cli import SeqmixError, cli
+    from seqmix.train.cli import SeqmixError, cli
 
     categorical = {p.name for p in spec.params if p.distribution in ("categorical", "categorical_w_probabilities")}
     seen: set[tuple[str, str]] = set()
