@@ -249,8 +249,8 @@ def test_options_dropped_by_a_class_switch_are_named(tmp_path, capsys):
                           "--data.init_args.num_train_examples", "64", "--data.init_args.num_val_examples", "16",
                           "--model.param_budget", "5000"], capsys)
     assert code == 0, err
-    assert (f"seqmix: note: model.model.mixer is seqmix.archs.Mamba, not seqmix.archs.Attention as in {attention}, so n_heads=4 from "
-            "there is dropped (Mamba does not take it)") in err
+    assert (f"seqmix: note: model.model.mixer is seqmix.archs.Mamba, not seqmix.archs.Attention as in {attention}, "
+            "so n_heads=4 from there is dropped (Mamba does not take it)") in err
     code, err = run_main(["fit", "-c", MQAR, "-c", mamba, *cheap(tmp_path), "--model.param_budget", "5000",
                           "--data.init_args.num_train_examples", "64", "--data.init_args.num_val_examples", "16"], capsys)
     assert code == 0 and "note" not in err  # a task config and a mixer config: nothing dropped
