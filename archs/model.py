@@ -144,14 +144,17 @@ def _check_layers(layers: Any, n_layers: int) -> list[LayerSpec]:
     for i, spec in enumerate(layers):
         spec = mixer_from_spec(spec)
         if isinstance(spec, str):
-            try:
-                get_mixer(spec)
-            except ValueError as err:
-                raise ValueError(f"layers[{i}]: {err}") from None
+            if spec.lower().replace("-", "_") not in _known_names():  # get_mixer's message lacks the position
+                raise ValueError(f"layers[{i}]: unknown mixer {spec!r}; registered mixers: {', '.join(sorted(MIXERS))}")
         elif not callable(spec):
             raise ValueError(f"layers[{i}] must be a registered name or {{class_path, init_args}}, got {spec!r}")
         checked.append(spec)
     return checked
+
+
+def _known_names() -> set[str]:
+    """Every name get_mixer accepts: registry names and class names, lower case."""
+    return {key for name, cls in MIXERS.items() for key in (name, cls.__name__.lower())}
 
 
 def mixer_to_spec(mixer: Any) -> str | dict[str, Any]:
