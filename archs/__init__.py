@@ -5,7 +5,7 @@ from .attention import Attention
 from .linear_attention import LinearAttention
 from .mamba import Mamba
 from .mixer import MIXERS, Mixer, State, get_mixer, register
-from .model import LanguageModel, LayerSpec, MixerFactory, ModelConfig, mixer_from_spec, mixer_to_spec, preset
+from .model import LanguageModel, LayerSpec, MixerFactory, ModelConfig, mixer_from_spec, mixer_to_spec, pattern_name, preset
 from .sizing import match_params, match_width, non_embedding_params
 
 
@@ -17,5 +17,5 @@ def no_weight_decay(name: str, param) -> bool:
 __all__ = [
     "MIXERS", "Attention", "LanguageModel", "LayerSpec", "LinearAttention", "Mamba", "Mixer", "MixerFactory",
     "ModelConfig", "State", "get_mixer", "match_params", "match_width", "mixer_from_spec", "mixer_to_spec",
-    "no_weight_decay", "non_embedding_params", "preset", "register",
+    "no_weight_decay", "non_embedding_params", "pattern_name", "preset", "register",
 ]

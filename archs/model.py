@@ -97,16 +97,7 @@ class ModelConfig:
         """A readable name: the registry name, or for a hybrid its pattern run-length coded, e.g. mamba×3+attention."""
         if self.layers is None:
             return _spec_name(self.mixer, self.d_model)
-        names = [_spec_name(spec, self.d_model) for spec in self.layers]
-        if len(set(names)) == 1:
-            return names[0]
-        runs: list[list[Any]] = []
-        for name in names:
-            if runs and runs[-1][0] == name:
-                runs[-1][1] += 1
-            else:
-                runs.append([name, 1])
-        return "+".join(name if n == 1 else f"{name}×{n}" for name, n in runs)
+        return pattern_name([_spec_name(spec, self.d_model) for spec in self.layers])
 
     def to_dict(self) -> dict[str, Any]:
         """This config as plain data (safe for checkpoints, hparams.yaml and jsonargparse)."""
@@ -123,6 +114,21 @@ class ModelConfig:
         if data.get("layers") is not None:
             data["layers"] = [mixer_from_spec(spec) for spec in data["layers"]]
         return cls(**data)
+
+
+def pattern_name(names: list[str]) -> str:
+    """A layer pattern's readable name, run-length coded: [mamba, mamba, mamba, attention] -> mamba×3+attention."""
+    if not names:
+        raise ValueError("a layer pattern needs at least one mixer name")
+    runs: list[list[Any]] = []
+    for name in names:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    if len(runs) == 1:
+        return names[0]
+    return "+".join(name if n == 1 else f"{name}×{n}" for name, n in runs)
 
 
 def _spec_name(spec: LayerSpec, d_model: int) -> str:
