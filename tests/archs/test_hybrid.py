@@ -10,23 +10,23 @@ from seqmix.archs import MIXERS, Attention, LanguageModel, Mamba, ModelConfig, m
 VOCAB = 37
 
 
-def _patterns() -> dict[str, tuple[list, int, float]]:
-    """Layer patterns, with n_layers and mlp_ratio: named, class_path-like factories, repeated, every mixer at once."""
-    cases = {
-        "mamba3_attention": (["mamba", "mamba", "mamba", functools.partial(Attention, n_heads=2)], 4, 4.0),
-        "attention_linear_repeated": (["attention", "linear_attention"], 4, 0.0),
-        "every_registered": (list(MIXERS), len(MIXERS), 2.0),
+def _cases() -> dict[str, dict]:
+    """ModelConfig fields per case: hybrid patterns (named, factories, repeated, every registered mixer at once) and
+    one homogeneous model per registered mixer, so that a new mixer gets the model-level checks too."""
+    hybrids = {
+        "mamba3_attention": dict(layers=["mamba", "mamba", "mamba", functools.partial(Attention, n_heads=2)],
+                                 n_layers=4),
+        "attention_linear_repeated": dict(layers=["attention", "linear_attention"], n_layers=4, mlp_ratio=0.0),
+        "every_registered": dict(layers=list(MIXERS), n_layers=len(MIXERS), mlp_ratio=2.0),
     }
-    return cases | {f"only_{name}": ([name], 2, 4.0) for name in MIXERS}
+    return hybrids | {f"only_{name}": dict(mixer=name, n_layers=2) for name in MIXERS}
 
 
-PATTERNS = _patterns()
+CASES = _cases()
 
 
 def build(case: str, d_model: int = 16) -> LanguageModel:
-    layers, n_layers, mlp_ratio = PATTERNS[case]
-    return LanguageModel(ModelConfig(layers=layers, n_layers=n_layers, d_model=d_model, vocab_size=VOCAB,
-                                     mlp_ratio=mlp_ratio))
+    return LanguageModel(ModelConfig(**CASES[case], d_model=d_model, vocab_size=VOCAB))
 
 
 def test_the_pattern_repeats_to_fill_the_stack():
@@ -38,7 +38,7 @@ def test_the_pattern_repeats_to_fill_the_stack():
     assert build("only_mamba").config.mixer_name == "mamba" and not build("only_mamba").config.is_hybrid
 
 
-@pytest.mark.parametrize("case", PATTERNS)
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("shape", [(1, 1), (2, 9), (2, 23)], ids=str)
 def test_causality(case, shape):
     b, length = shape
@@ -56,7 +56,7 @@ def test_causality(case, shape):
             assert not torch.allclose(logits2[:, t + 1 :], logits[:, t + 1 :])
 
 
-@pytest.mark.parametrize("case", PATTERNS)
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("length", [1, 12])
 def test_prefill_then_step_is_forward(case, length):
     torch.manual_seed(1)
@@ -72,7 +72,7 @@ def test_prefill_then_step_is_forward(case, length):
         torch.testing.assert_close(torch.cat(outs, 1), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", PATTERNS)
+@pytest.mark.parametrize("case", CASES)
 def test_gradients_reach_every_parameter(case):
     torch.manual_seed(2)
     model = build(case)
@@ -82,7 +82,7 @@ def test_gradients_reach_every_parameter(case):
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{case}: zero gradient for {name}"
 
 
-@pytest.mark.parametrize("case", PATTERNS)
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("d_model", [16, 32])
 def test_param_count_is_numel(case, d_model):
     model = build(case, d_model)
@@ -90,7 +90,7 @@ def test_param_count_is_numel(case, d_model):
     assert model.param_count(embedding=False) == non_embedding_params(model.config)
 
 
-@pytest.mark.parametrize("case", PATTERNS)
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("length", [1, 17])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_state_bytes_are_what_the_states_hold(case, length, dtype):
