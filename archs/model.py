@@ -19,6 +19,8 @@ from .mixer import MIXERS, Mixer, State, check_mixer_kwargs, get_mixer, positive
 MixerFactory = Callable[[int], Mixer]
 """Anything that builds a mixer from d_model: a Mixer class, a functools.partial of one, a CLI class_path."""
 
+DEFAULT_MIXER = "attention"
+
 LayerSpec = str | MixerFactory
 """One layer's mixer: a registry name or a factory taking d_model."""
 
@@ -28,7 +30,7 @@ class ModelConfig:
     """A whole language model: only the mixers differ between arms. `mixer` (a registry name or a factory taking
     d_model) builds every layer; `layers`, a per-layer pattern repeated to fill n_layers, overrides it (a hybrid)."""
 
-    mixer: str | MixerFactory = "attention"
+    mixer: str | MixerFactory = DEFAULT_MIXER
     mixer_args: dict[str, Any] = field(default_factory=dict)
     d_model: int = 128
     n_layers: int = 2
@@ -51,6 +53,9 @@ class ModelConfig:
             if self.mixer_args:
                 raise ValueError(f"mixer_args={self.mixer_args!r} only go with `mixer`; with `layers`, give each "
                                  "layer's options as {class_path, init_args}")
+            if self.mixer != DEFAULT_MIXER:  # two configs that each pick the mixers: say so rather than drop one
+                raise ValueError(f"mixer={mixer_to_spec(self.mixer)!r} and layers are both given; layers sets every "
+                                 "layer's mixer, so drop mixer (or set layers to null)")
         elif isinstance(self.mixer, str):
             check_mixer_kwargs(get_mixer(self.mixer), self.mixer_args)
         elif self.mixer_args:

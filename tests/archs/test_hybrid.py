@@ -150,6 +150,7 @@ def test_round_trip_through_plain_data():
         (dict(layers="mamba", n_layers=2), r"^layers must be a non-empty list .*got 'mamba'"),
         (dict(layers=[3], n_layers=1), r"^layers\[0\] must be a registered name .*got 3"),
         (dict(layers=["mamba"], mixer_args={"d_state": 4}), r"^mixer_args=\{'d_state': 4\} only go with `mixer`"),
+        (dict(layers=["mamba"], mixer="linear_attention"), r"^mixer='linear_attention' and layers are both given"),
         (dict(layers=[{"class_path": "seqmix.archs.Mamba", "init_args": {"d_stat": 4}}]), r"does not take d_stat"),
         (dict(layers=[{"class_path": "seqmix.archs.Nope"}]), r"'seqmix.archs.Nope' does not name a seqmix Mixer"),
     ],

@@ -12,7 +12,7 @@ from seqmix.train.cli import cli
 from seqmix.train.module import LMTask
 from seqmix.train.tools import evaluate
 
-from .test_cli import CONFIGS, MQAR, run_main
+from .test_cli import CONFIGS, MIXER_CONFIGS, MQAR, run_main
 
 HYBRID = str(CONFIGS / "mixers" / "hybrid.yaml")
 
@@ -44,8 +44,9 @@ def test_layers_on_the_command_line_and_print_config(capsys):
         (["--model.model.layers", "[mamba, mamba, attention]"], None,
          ["layers has 3 entries", "does not divide n_layers=2"]),
         ([], [{"class_path": "seqmix.archs.Attention", "init_args": {"n_head": 2}}], ["n_head"]),
+        (["-c", MIXER_CONFIGS["mamba"], "-c", HYBRID], None, ["seqmix.archs.mamba.Mamba", "layers are both given"]),
     ],
-    ids=["unknown-mixer", "pattern-does-not-divide", "unknown-init-arg"],
+    ids=["unknown-mixer", "pattern-does-not-divide", "unknown-init-arg", "mixer-and-layers"],
 )
 def test_bad_patterns_are_one_line_errors(args, yaml_layers, words, tmp_path, capsys):
     if yaml_layers is not None:
