@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_dir = out / "bench"
         if bench_dir.exists():
             shutil.rmtree(bench_dir)
-        config = quick(mixers=tuple(args.mixers) + (("attention_explicit",) if "attention" in args.mixers else ()),
-                       n_layers=args.n_layers, out_dir=str(bench_dir))
+        arms = args.mixers + (["attention_explicit"] if "attention" in args.mixers else [])
+        config = quick(mixers=tuple(dict.fromkeys(arms)), n_layers=args.n_layers, out_dir=str(bench_dir))
         rows = run_bench(config)
         bench = (rows, write_outputs(rows, bench_dir, {"config": "quick"}))
     text = report(trained, bench, args)
