@@ -61,6 +61,7 @@ def test_bad_patterns_are_one_line_errors(args, yaml_layers, words, tmp_path, ca
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("seqmix fit: error:")
 
 
+@pytest.mark.slow
 def test_fit_a_hybrid_then_reload_and_evaluate_its_checkpoint(tmp_path, capsys):
     tiny = ["--model.param_budget", "null", "--model.model.d_model", "16", "--data.init_args.num_train_examples", "64",
             "--data.init_args.num_val_examples", "32", "--data.init_args.batch_size", "16"]
