@@ -99,7 +99,7 @@ class ModelConfig:
 
     @property
     def mixer_name(self) -> str:
-        """A readable name: the registry name, or for a hybrid its pattern run-length coded, e.g. mamba×3+attention."""
+        """A readable name: the registry name, or for a hybrid its pattern run-length coded, e.g. mamba*3+attention."""
         if self.layers is None:
             return _spec_name(self.mixer, self.d_model)
         return pattern_name([_spec_name(spec, self.d_model) for spec in self.layers])
@@ -122,7 +122,7 @@ class ModelConfig:
 
 
 def pattern_name(names: list[str]) -> str:
-    """A layer pattern's readable name, run-length coded: [mamba, mamba, mamba, attention] -> mamba×3+attention."""
+    """A layer pattern's readable name, run-length coded: [mamba, mamba, mamba, attention] -> mamba*3+attention."""
     if not names:
         raise ValueError("a layer pattern needs at least one mixer name")
     runs: list[list[Any]] = []
@@ -133,7 +133,7 @@ def pattern_name(names: list[str]) -> str:
             runs.append([name, 1])
     if len(runs) == 1:
         return names[0]
-    return "+".join(name if n == 1 else f"{name}×{n}" for name, n in runs)
+    return "+".join(name if n == 1 else f"{name}*{n}" for name, n in runs)
 
 
 def _spec_name(spec: LayerSpec, d_model: int) -> str:

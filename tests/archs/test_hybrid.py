@@ -33,7 +33,7 @@ def test_the_pattern_repeats_to_fill_the_stack():
     model = build("attention_linear_repeated")
     assert [m.name for m in model.mixers] == ["attention", "linear_attention"] * 2
     assert model.config.mixer_name == "attention+linear_attention"
-    assert build("mamba3_attention").config.mixer_name == "mamba×3+attention"
+    assert build("mamba3_attention").config.mixer_name == "mamba*3+attention"
     assert build("mamba3_attention").mixers[3].n_heads == 2
     assert build("only_mamba").config.mixer_name == "mamba" and not build("only_mamba").config.is_hybrid
 
@@ -136,7 +136,7 @@ def test_round_trip_through_plain_data():
     assert data["layers"][0] == "mamba"
     assert data["layers"][1] == {"class_path": "seqmix.archs.mamba.Mamba", "init_args": {"d_state": 4}}
     restored = ModelConfig.from_dict(data)
-    assert restored.to_dict() == data and restored.mixer_name == config.mixer_name == "mamba×2+attention+mamba"
+    assert restored.to_dict() == data and restored.mixer_name == config.mixer_name == "mamba*2+attention+mamba"
     assert LanguageModel(restored).mixers[1].d_state == 4
     assert ModelConfig.from_dict({k: v for k, v in data.items() if k != "layers"}).layers is None  # older hparams
 

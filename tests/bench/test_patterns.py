@@ -21,10 +21,10 @@ def test_a_single_mixer_reads_as_before():
                                   "mamba+mamba*2+attention:n_heads=2", "Mamba * 3+attention:n_heads=2"])
 def test_a_pattern_lists_every_layer(text):
     spec = parse_mixer(text)
-    assert spec.label == text and spec.name == "mamba×3+attention"
+    assert spec.label == text and spec.name == "mamba*3+attention"
     assert spec.layers == (("mamba", {}),) * 3 + (("attention", {"n_heads": 2}),)
     config = spec.model_config(n_layers=8, d_model=32)
-    assert config.mixer_name == "mamba×3+attention" and config.n_layers == 8
+    assert config.mixer_name == "mamba*3+attention" and config.n_layers == 8
     built = [config.make_mixer(i) for i in range(8)]
     assert [type(m) for m in built] == ([Mamba] * 3 + [Attention]) * 2 and built[3].n_heads == 2
 
@@ -57,7 +57,7 @@ def test_bad_patterns_are_one_line_errors(text, words):
 def test_a_pattern_must_divide_the_layers():
     with pytest.raises(ValueError, match=r"layers has 4 entries, which does not divide n_layers=2"):
         BenchConfig(mixers=("mamba*3+attention",))
-    assert BenchConfig(mixers=("mamba*3+attention",), n_layers=4).specs[0].name == "mamba×3+attention"
+    assert BenchConfig(mixers=("mamba*3+attention",), n_layers=4).specs[0].name == "mamba*3+attention"
 
 
 def test_bench_help_documents_the_syntax():
@@ -71,7 +71,7 @@ def test_bench_sizes_and_measures_a_hybrid():
     assert abs(non_embedding_params(hybrid) - 30_000) <= 600
     rows = {(r["mixer"], r["mode"]): r for r in run_bench(config, progress=False, env=ENV)}
     row = rows["mamba*3+attention", "decode"]
-    assert row["status"] == "ok" and row["mixer_name"] == "mamba×3+attention" and row["n_layers"] == 4
+    assert row["status"] == "ok" and row["mixer_name"] == "mamba*3+attention" and row["n_layers"] == 4
     assert row["state_bytes"] == row["state_bytes_measured"] > 0  # analytic == what the states held
     assert row["params_non_embedding"] == non_embedding_params(hybrid)
     assert json.loads(row["mixer_args"])["layers"][3] == ["attention", {"impl": "sdpa"}]

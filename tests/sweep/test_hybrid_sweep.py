@@ -24,6 +24,6 @@ def test_each_pattern_reaches_seqmix_fit():
     for run in runs:
         args = seqmix_arguments(render_command(s, run))
         built.append(cli([*args[1:], "--wandb", "disabled"], run=False).model)
-    assert sorted(m.config.mixer_name for m in built) == ["mamba+attention", "mamba×3+attention"]
-    hybrid = next(m for m in built if m.config.mixer_name == "mamba×3+attention")
+    assert sorted(m.config.mixer_name for m in built) == ["mamba*3+attention", "mamba+attention"]
+    hybrid = next(m for m in built if m.config.mixer_name == "mamba*3+attention")
     assert hybrid.model.mixers[3].n_heads == 2

@@ -21,7 +21,7 @@ def test_the_hybrid_yaml_builds_its_pattern_at_the_budget():
     built = cli(["-c", MQAR, "-c", HYBRID, "--wandb", "disabled"], run=False)
     mixers = built.model.model.mixers
     assert [type(m) for m in mixers] == [archs.Mamba] * 3 + [archs.Attention]
-    assert mixers[3].n_heads == 2 and built.model.config.mixer_name == "mamba×3+attention"
+    assert mixers[3].n_heads == 2 and built.model.config.mixer_name == "mamba*3+attention"
     budget = built.model.hparams.param_budget
     assert abs(built.model.param_counts["non_embedding"] - budget) <= 0.02 * budget
     layers = built.model.hparams.model["layers"]  # plain data, as the checkpoint stores it
@@ -70,9 +70,9 @@ def test_fit_a_hybrid_then_reload_and_evaluate_its_checkpoint(tmp_path, capsys):
     code, _, err = run_main(["fit", "-c", MQAR, "-c", HYBRID, "--wandb", "disabled", *tiny, *steps], capsys)
     assert code == 0, err
     (run_dir,) = tmp_path.glob("mqar-*/version_0")
-    assert run_dir.parent.name == "mqar-mamba×3+attention"
+    assert run_dir.parent.name == "mqar-mamba*3+attention"
     final = json.loads((run_dir / "final_metrics.json").read_text())
-    assert final["model"]["mixer_name"] == "mamba×3+attention" and final["global_step"] == 2
+    assert final["model"]["mixer_name"] == "mamba*3+attention" and final["global_step"] == 2
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]  # plain data: no pickled factories
     assert hparams["model"]["layers"][3] == {"class_path": "seqmix.archs.attention.Attention",
@@ -83,7 +83,7 @@ def test_fit_a_hybrid_then_reload_and_evaluate_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "eval"
     assert evaluate.main(["--ckpt", str(ckpt), "--lengths", "32", "48", "--num-examples", "8", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["task"] == "mqar" and summary["runs"][0]["mixer"] == "mamba×3+attention"
+    assert summary["task"] == "mqar" and summary["runs"][0]["mixer"] == "mamba*3+attention"
     assert summary["runs"][0]["params_non_embedding"] == restored.param_counts["non_embedding"]
     rows = list(csv.DictReader(open(out / "extrapolation.csv")))
-    assert [(r["model"], int(r["length"])) for r in rows] == [("mamba×3+attention", 32), ("mamba×3+attention", 48)]
+    assert [(r["model"], int(r["length"])) for r in rows] == [("mamba*3+attention", 32), ("mamba*3+attention", 48)]

@@ -28,7 +28,7 @@ DEFAULT_PARAMS = 100_000
 @dataclass(frozen=True)
 class MixerSpec:
     """A benchmarked arm: the label it is reported under, a registered mixer name and its constructor arguments;
-    for a hybrid, `name` is its readable name (mamba×3+attention) and `layers` the (name, args) of each entry."""
+    for a hybrid, `name` is its readable name (mamba*3+attention) and `layers` the (name, args) of each entry."""
 
     label: str
     name: str
