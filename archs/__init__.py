@@ -1,12 +1,14 @@
 """What a model is: the mixer contract, the mixers, the backbone, accounting and size matching."""
 
-from . import attention, linear_attention, mamba  # noqa: F401  (importing registers the mixers)
+from . import attention, linear_attention, mamba, sliding_window  # noqa: F401  (importing registers the mixers)
 from .attention import Attention
 from .linear_attention import LinearAttention
 from .mamba import Mamba
 from .mixer import MIXERS, Mixer, State, get_mixer, register
 from .model import LanguageModel, MixerFactory, ModelConfig, preset
+from .rope import RopeScaling, rotary, set_rope_scaling
 from .sizing import match_params, match_width, non_embedding_params
+from .sliding_window import SlidingWindow
 
 
 def no_weight_decay(name: str, param) -> bool:
@@ -17,5 +19,5 @@ def no_weight_decay(name: str, param) -> bool:
 __all__ = [
     "MIXERS", "Attention", "LanguageModel", "LinearAttention", "Mamba", "Mixer", "MixerFactory", "ModelConfig",
     "State", "get_mixer", "match_params", "match_width", "no_weight_decay", "non_embedding_params", "preset",
-    "register",
+    "register", "RopeScaling", "SlidingWindow", "rotary", "set_rope_scaling",
 ]
