@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .attention import Attention
+from .attention import Attention, alibi_slopes
 from .mixer import State
+from .sliding_window import banded_attention
 
 if TYPE_CHECKING:
     from torch import nn
@@ -122,7 +123,7 @@ class KVPolicy:
         return state
 
     def prefill(self, mixer: Attention, x: Tensor, max_len: int | None = None) -> tuple[Tensor, State]:
-        """Run a prompt (B, L, D) token by token under the policy; outputs (B, L, D) and the cache."""
+        """Run a prompt (B, L, D) as if decoded token by token under the policy; outputs (B, L, D) and the cache."""
         if self.kind == "full":
             return self._native(mixer, "prefill", x, max_len)
         b, length, _ = x.shape
@@ -130,6 +131,16 @@ class KVPolicy:
         if not length:
             return x.new_zeros(b, 0, mixer.d_model), state
         q, k, v = mixer.project(x)
+        if not self.per_head and type(mixer) is Attention:  # window or sinks over full attention: one banded pass
+            window = self.budget - self.n_sinks
+            slopes = alibi_slopes(mixer.n_heads) if mixer.position == "alibi" else None
+            y = banded_attention(q, k, v, window, self.n_sinks, slopes)
+            s = min(self.n_sinks, length)
+            keep = torch.cat([torch.arange(s), torch.arange(max(s, length - window), length)]).to(x.device)
+            n = keep.numel()  # min(length, budget); below the budget slot t holds position t, as decoding leaves it
+            state["k"][:, :, :n], state["v"][:, :, :n], state["kpos"][:n] = k[:, :, keep], v[:, :, keep], keep
+            state["pos"].fill_(length)
+            return mixer.merge(y), state
         ys = [self._advance(mixer, state, q[:, :, t : t + 1], k[:, :, t], v[:, :, t]) for t in range(length)]
         return mixer.merge(torch.cat(ys, dim=2)), state
 
