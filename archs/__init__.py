@@ -2,6 +2,7 @@
 
 from . import attention, linear_attention, mamba, sliding_window  # noqa: F401  (importing registers the mixers)
 from .attention import Attention
+from .kv_policy import KVPolicy, KVSchedule, parse_kv_policy, set_kv_policy
 from .linear_attention import LinearAttention
 from .mamba import Mamba
 from .mixer import MIXERS, Mixer, State, get_mixer, register
@@ -17,7 +18,8 @@ def no_weight_decay(name: str, param) -> bool:
 
 
 __all__ = [
-    "MIXERS", "Attention", "LanguageModel", "LinearAttention", "Mamba", "Mixer", "MixerFactory", "ModelConfig",
-    "State", "get_mixer", "match_params", "match_width", "no_weight_decay", "non_embedding_params", "preset",
-    "register", "RopeScaling", "SlidingWindow", "rotary", "set_rope_scaling",
+    "Attention", "KVPolicy", "KVSchedule", "LanguageModel", "LinearAttention", "MIXERS", "Mamba", "Mixer",
+    "MixerFactory", "ModelConfig", "RopeScaling", "SlidingWindow", "State", "get_mixer", "match_params", "match_width",
+    "no_weight_decay", "non_embedding_params", "parse_kv_policy", "preset", "register", "rotary", "set_kv_policy",
+    "set_rope_scaling",
 ]

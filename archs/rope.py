@@ -83,10 +83,11 @@ def rotary(
     """Rotate channel pairs (i, i + hd/2) of x (B, H, L, hd) by angles pos * theta_i, positions from offset
     (or given as an (L,) tensor, which may be fractional)."""
     hd = x.shape[-1]
-    inv_freq = scaling.inv_freq(hd, base).to(device=x.device, dtype=torch.float32)
+    work = torch.promote_types(x.dtype, torch.float32)  # angles in fp32 at least (fp64 for fp64 inputs)
+    inv_freq = scaling.inv_freq(hd, base).to(device=x.device, dtype=work)
     if positions is None:
-        positions = torch.arange(x.shape[-2], device=x.device, dtype=torch.float32) + offset
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (L, hd/2)
+        positions = torch.arange(x.shape[-2], device=x.device, dtype=work) + offset
+    angles = positions.to(work)[:, None] * inv_freq[None, :]  # (L, hd/2)
     m = scaling.attention_factor
     cos, sin = (angles.cos() * m).to(x.dtype), (angles.sin() * m).to(x.dtype)
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
