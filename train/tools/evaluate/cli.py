@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode attention under each KV-cache policy: full, window:W, sinks:S+W, heavy_hitters:B, or a "
                    "per-layer schedule (one curve each); the prompt is prefilled up to --prefill-len and the rest stepped")
     p.add_argument("--prefill-len", type=int, default=1,
-                   help="with --kv-policy or --recall-vs-state: tokens prefilled in parallel before step-decoding the rest "
-                   "(default 1: every later token is ingested under the policy)")
+                   help="with --kv-policy: tokens prefilled before step-decoding the rest (default 1: every later "
+                   "token is ingested by step, under the policy)")
     p.add_argument("--recall-vs-state", action="store_true",
                    help="write recall_vs_state.csv / .png: accuracy against decode-state bytes per sequence, a line per "
                    "label (mixer) and KV-policy family; checkpoints with the same label form one line")
@@ -97,7 +97,6 @@ def plan(args: argparse.Namespace, device: torch.device) -> tuple[str, list[Plan
     if args.rope_factor is not None and not args.rope_factor >= 1:
         raise ValueError(f"--rope-factor must be a number >= 1, got {args.rope_factor:g}")
     policies = check_kv_policies(args.kv_policy)
-    decode = args.kv_policy is not None or args.recall_vs_state
     plans: list[Plan] = []
     task_name = args.task
     for i, ckpt in enumerate(args.ckpt):
@@ -127,8 +126,9 @@ def plan(args: argparse.Namespace, device: torch.device) -> tuple[str, list[Plan
                 variant.apply(model)  # fails here, before any sweep, if the model cannot take it
             except ValueError as err:
                 raise ValueError(f"{ckpt}: {err}") from err
+            # a policy acts only while decoding; a model it does not apply to decodes as its forward (the contract)
             plans.append(Plan(unique + variant.suffix, base, ckpt, model, task, lengths, depths, variant,
-                              args.prefill_len if decode else None))
+                              args.prefill_len if variant.kv_policy is not None else None))
     return task_name, plans
 
 
