@@ -100,8 +100,10 @@ class Attention(Mixer):
         g = h // self.n_kv_heads
         qg = q.reshape(b, self.n_kv_heads, g, lq, hd)  # query heads grouped by the key/value head they share
         scores = qg @ k[:, :, None].transpose(-1, -2) / math.sqrt(hd)  # (B, Hkv, g, Lq, Lk)
-        kp = kpos.reshape((1, 1) + kpos.shape if kpos.ndim == 1 else kpos.shape)[:, :, None, None, :]  # (b?, h?, 1, 1, Lk)
-        dist = qpos.view(-1, 1) - kp  # (b?, h?, 1, Lq, Lk)
+        if kpos.ndim == 1:
+            kpos = kpos.view(1, 1, -1)  # one set of slot positions shared by every sequence and head
+        kp = kpos[:, :, None, None, :]  # (B or 1, Hkv or 1, 1, 1, Lk)
+        dist = qpos.view(-1, 1) - kp  # (B or 1, Hkv or 1, 1, Lq, Lk)
         if self.position == "alibi":
             slopes = alibi_slopes(h).to(scores).view(1, self.n_kv_heads, g, 1, 1)
             scores = scores - slopes * dist

@@ -161,7 +161,7 @@ class KVPolicy:
                 self._grow(state, min(self.budget, max(2 * cap, 1)))
             slot: int | Tensor = t
         else:
-            slot = self._victim(state, t)
+            slot = self._victim(mixer, state, t)
         if isinstance(slot, int):
             state["k"][:, :, slot], state["v"][:, :, slot] = k, v
             state["kpos"][..., slot] = t
@@ -189,13 +189,15 @@ class KVPolicy:
                 shape[dim] = n - old.shape[dim]
                 state[key] = torch.cat([old, old.new_full(shape, fill)], dim=dim)
 
-    def _victim(self, state: State, t: int) -> int | Tensor:
+    def _victim(self, mixer: Attention, state: State, t: int) -> int | Tensor:
         """The slot to overwrite at position t once the budget is full."""
         kpos = state["kpos"]
         if not self.per_head:  # the oldest token that is not a sink: a ring over the slots after the sinks
             return int(kpos.masked_fill(kpos < self.n_sinks, torch.iinfo(torch.long).max).argmin())
         old = kpos <= t - self.n_recent  # outside the recent window that token t completes
-        return state["score"].masked_fill(~old, float("inf")).argmin(dim=-1)  # (B, Hkv)
+        # a token the layer itself no longer shows (a sliding window's) goes before any heavy hitter
+        score = state["score"].masked_fill(~mixer.visible(t - kpos, kpos), float("-inf"))
+        return score.masked_fill(~old, float("inf")).argmin(dim=-1)  # (B, Hkv)
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,16 @@ def test_heavy_hitters_equal_the_set_reference(budget, recent, kv_heads):
         assert len({tuple(sorted(row.tolist())) for row in state["kpos"].flatten(0, 1)}) > 1
 
 
+def test_heavy_hitters_on_a_sliding_window_evict_what_the_window_hides_first():
+    # with a budget of at least the window, every token the window shows stays, so decoding equals the forward
+    torch.manual_seed(4)
+    mixer = SlidingWindow(16, window=3, n_sinks=1).double()
+    x = torch.randn(2, 25, 16, dtype=torch.float64) * 3
+    want = mixer(x)
+    set_kv_policy(mixer, "heavy_hitters:5/1")
+    torch.testing.assert_close(decode(mixer, x, 6)[0], want)
+
+
 def test_heavy_hitters_keep_the_most_attended_token():
     # a huge key at position 0 draws nearly all attention, so H2O never evicts it while a window would
     torch.manual_seed(3)
