@@ -174,9 +174,12 @@ class KVPolicy:
             state["kpos"].scatter_(2, slot[..., None], t)
             state["score"].scatter_(2, slot[..., None], 0)
         state["pos"] += 1
-        y, probs = mixer.attend(q, state["k"], state["v"], torch.tensor([t], device=q.device), state["kpos"])
-        if self.per_head:  # probs (B, Hkv, g, 1, n): what each kept key received from this query, summed over the group
-            state["score"] += probs.sum(dim=(2, 3)).to(state["score"].dtype)
+        qpos = torch.tensor([t], device=q.device)
+        if not self.per_head:
+            return mixer.decode_attend(q, state["k"], state["v"], qpos, state["kpos"])
+        y, probs = mixer.attend(q, state["k"], state["v"], qpos, state["kpos"])
+        # probs (B, Hkv, g, 1, n): what each kept key received from this query, summed over the heads sharing it
+        state["score"] += probs.sum(dim=(2, 3)).to(state["score"].dtype)
         return y
 
     def _grow(self, state: State, n: int) -> None:

@@ -125,7 +125,7 @@ class SlidingWindow(Attention):
         state["v"][:, :, slot] = v[:, :, 0]
         state["pos"] += 1
         kpos = self.slot_positions(pos + 1, x.device)
-        y, _ = self.attend(q, state["k"], state["v"], torch.tensor([pos], device=x.device), kpos)
+        y = self.decode_attend(q, state["k"], state["v"], torch.tensor([pos], device=x.device), kpos)
         return self.merge(y)[:, 0], state
 
     def flops_per_token(self, seq_len: int) -> float:
