@@ -184,6 +184,19 @@ def test_held_tensors_equal_the_accounted_bytes(spec, length, dtype, mixer):
     assert model.state_bytes(length + 7, 3, dtype) == model.state_bytes(10**6, 3, dtype)
 
 
+@pytest.mark.parametrize("spec", POLICIES[1:])
+def test_a_cloned_policy_state_replays_the_same_steps(spec):
+    model = tiny_model()
+    set_kv_policy(model, spec)
+    idx = torch.randint(0, 50, (2, 16))
+    _, states = model.prefill(idx[:, :4])  # below every budget: the steps grow the cache, then evict
+    saved = model.clone_states(states)
+    first = [model.step(idx[:, t], states)[0] for t in range(4, 16)]
+    again = [model.step(idx[:, t], saved)[0] for t in range(4, 16)]
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_budgeted_state_is_flat_in_length():
     model = tiny_model()
     full = [model.state_bytes(n) for n in (64, 1024, 16384)]
