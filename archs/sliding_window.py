@@ -127,8 +127,11 @@ class SlidingWindow(Attention):
         state["k"][:, :, slot] = k[:, :, 0]
         state["v"][:, :, slot] = v[:, :, 0]
         state["pos"] += 1
-        kpos = self.slot_positions(pos + 1, x.device)
-        y = self.decode_attend(q, state["k"], state["v"], torch.tensor([pos], device=x.device), kpos)
+        if pos + 1 >= self.n_sinks + self.window and self.position != "alibi":  # every slot full and in view
+            y = F.scaled_dot_product_attention(q, state["k"], state["v"], enable_gqa=self.n_kv_heads != self.n_heads)
+        else:
+            kpos = self.slot_positions(pos + 1, x.device)
+            y = self.decode_attend(q, state["k"], state["v"], torch.tensor([pos], device=x.device), kpos)
         return self.merge(y)[:, 0], state
 
     def flops_per_token(self, seq_len: int) -> float:
