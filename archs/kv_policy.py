@@ -161,7 +161,7 @@ class KVPolicy:
                 self._grow(state, min(self.budget, max(2 * cap, 1)))
             slot: int | Tensor = t
         else:
-            slot = self._victim(state, t)
+            slot = self._victim(mixer, state, t)
         if isinstance(slot, int):
             state["k"][:, :, slot], state["v"][:, :, slot] = k, v
             state["kpos"][..., slot] = t
@@ -174,9 +174,12 @@ class KVPolicy:
             state["kpos"].scatter_(2, slot[..., None], t)
             state["score"].scatter_(2, slot[..., None], 0)
         state["pos"] += 1
-        y, probs = mixer.attend(q, state["k"], state["v"], torch.tensor([t], device=q.device), state["kpos"])
-        if self.per_head:  # probs (B, Hkv, g, 1, n): what each kept key received from this query, summed over the group
-            state["score"] += probs.sum(dim=(2, 3)).to(state["score"].dtype)
+        qpos = torch.tensor([t], device=q.device)
+        if not self.per_head:
+            return mixer.decode_attend(q, state["k"], state["v"], qpos, state["kpos"])
+        y, probs = mixer.attend(q, state["k"], state["v"], qpos, state["kpos"])
+        # probs (B, Hkv, g, 1, n): what each kept key received from this query, summed over the heads sharing it
+        state["score"] += probs.sum(dim=(2, 3)).to(state["score"].dtype)
         return y
 
     def _grow(self, state: State, n: int) -> None:
@@ -189,13 +192,15 @@ class KVPolicy:
                 shape[dim] = n - old.shape[dim]
                 state[key] = torch.cat([old, old.new_full(shape, fill)], dim=dim)
 
-    def _victim(self, state: State, t: int) -> int | Tensor:
+    def _victim(self, mixer: Attention, state: State, t: int) -> int | Tensor:
         """The slot to overwrite at position t once the budget is full."""
         kpos = state["kpos"]
         if not self.per_head:  # the oldest token that is not a sink: a ring over the slots after the sinks
             return int(kpos.masked_fill(kpos < self.n_sinks, torch.iinfo(torch.long).max).argmin())
         old = kpos <= t - self.n_recent  # outside the recent window that token t completes
-        return state["score"].masked_fill(~old, float("inf")).argmin(dim=-1)  # (B, Hkv)
+        # a token the layer itself no longer shows (a sliding window's) goes before any heavy hitter
+        score = state["score"].masked_fill(~mixer.visible(t - kpos, kpos), float("-inf"))
+        return score.masked_fill(~old, float("inf")).argmin(dim=-1)  # (B, Hkv)
 
 
 @dataclass(frozen=True)

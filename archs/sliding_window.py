@@ -16,34 +16,37 @@ def banded_attention(
     q: Tensor, k: Tensor, v: Tensor, window: int, n_sinks: int = 0, slopes: Tensor | None = None
 ) -> Tensor:
     """Causal attention where query i sees keys i - window < j <= i and the sink keys j < n_sinks, in chunks of
-    `window` queries: O(L * (window + n_sinks)) time and memory. q (B, H, L, hd); k, v (B, Hkv, L, hd); slopes: ALiBi."""
+    `window` queries through SDPA: O(L * (window + n_sinks)) time and memory. q (B, H, L, hd); k, v (B, Hkv, L, hd);
+    slopes: ALiBi's per-head slopes, or None."""
     b, h, length, hd = q.shape
     hkv = k.shape[1]
-    g = h // hkv
     c = min(window, length)  # queries per chunk
     n = math.ceil(length / c)
     pad = n * c - length
     span = c + window - 1  # keys a chunk needs: its own c and the window - 1 before its first query
-    qc = F.pad(q, (0, 0, 0, pad)).reshape(b, hkv, g, n, c, hd)  # (B, Hkv, g, N, C, hd)
-    kc = F.pad(k, (0, 0, window - 1, pad)).unfold(2, span, c)  # (B, Hkv, N, hd, span)
-    vc = F.pad(v, (0, 0, window - 1, pad)).unfold(2, span, c).transpose(-1, -2)  # (B, Hkv, N, span, hd)
+
+    def chunk_keys(t: Tensor) -> Tensor:  # (B, Hkv, L, hd) -> (B * N, Hkv, span, hd), chunk i's keys from i*c - W + 1
+        return F.pad(t, (0, 0, window - 1, pad)).unfold(2, span, c).permute(0, 2, 1, 4, 3).reshape(b * n, hkv, span, hd)
+
+    qc = F.pad(q, (0, 0, 0, pad)).view(b, h, n, c, hd).transpose(1, 2).reshape(b * n, h, c, hd)  # (B * N, H, C, hd)
+    kc, vc = chunk_keys(k), chunk_keys(v)
     qpos = torch.arange(n * c, device=q.device).view(n, c)  # (N, C)
     kpos = torch.arange(span, device=q.device) + torch.arange(n, device=q.device)[:, None] * c - (window - 1)  # (N, span)
     dist = qpos[:, :, None] - kpos[:, None, :]  # (N, C, span)
     mask = (dist >= 0) & (dist < window) & (kpos >= n_sinks)[:, None, :]  # sinks are seen through their own columns
-    scores = qc @ kc[:, :, None] / math.sqrt(hd)  # (B, Hkv, g, N, C, span)
-    values = vc[:, :, None]  # (B, Hkv, 1, N, span, hd)
     s = min(n_sinks, length)
-    if s:
+    if s:  # every chunk also attends to the s sink keys, prepended to its own
+        sinks = lambda t: t[:, None, :, :s].expand(b, n, hkv, s, hd).reshape(b * n, hkv, s, hd)  # noqa: E731
+        kc, vc = torch.cat([sinks(k), kc], dim=2), torch.cat([sinks(v), vc], dim=2)  # (B * N, Hkv, S + span, hd)
         sink_dist = qpos[:, :, None] - torch.arange(s, device=q.device)  # (N, C, S)
-        sink_scores = qc @ k[:, :, None, None, :s].transpose(-1, -2) / math.sqrt(hd)  # (B, Hkv, g, N, C, S)
-        scores, dist = torch.cat([sink_scores, scores], -1), torch.cat([sink_dist, dist], -1)  # (..., S + span)
-        mask = torch.cat([sink_dist >= 0, mask], -1)
-        values = torch.cat([v[:, :, None, None, :s].expand(-1, -1, 1, n, -1, -1), values], -2)  # (B, Hkv, 1, N, S + span, hd)
+        dist, mask = torch.cat([sink_dist, dist], -1), torch.cat([sink_dist >= 0, mask], -1)
     if slopes is not None:
-        scores = scores - slopes.to(scores).view(1, hkv, g, 1, 1, 1) * dist
-    y = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ values  # (B, Hkv, g, N, C, hd)
-    return y.reshape(b, h, n * c, hd)[:, :, :length]
+        bias = -slopes.to(q).view(1, h, 1, 1) * dist[:, None]  # (N, H, C, keys)
+        attn_mask = bias.masked_fill(~mask[:, None], float("-inf")).repeat(b, 1, 1, 1)  # (B * N, H, C, keys)
+    else:
+        attn_mask = mask[:, None].repeat(b, 1, 1, 1)  # (B * N, 1, C, keys)
+    y = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=attn_mask, enable_gqa=h != hkv)  # (B * N, H, C, hd)
+    return y.view(b, n, h, c, hd).transpose(1, 2).reshape(b, h, n * c, hd)[:, :, :length]
 
 
 @register
@@ -124,8 +127,11 @@ class SlidingWindow(Attention):
         state["k"][:, :, slot] = k[:, :, 0]
         state["v"][:, :, slot] = v[:, :, 0]
         state["pos"] += 1
-        kpos = self.slot_positions(pos + 1, x.device)
-        y, _ = self.attend(q, state["k"], state["v"], torch.tensor([pos], device=x.device), kpos)
+        if pos + 1 >= self.n_sinks + self.window and self.position != "alibi":  # every slot full and in view
+            y = F.scaled_dot_product_attention(q, state["k"], state["v"], enable_gqa=self.n_kv_heads != self.n_heads)
+        else:
+            kpos = self.slot_positions(pos + 1, x.device)
+            y = self.decode_attend(q, state["k"], state["v"], torch.tensor([pos], device=x.device), kpos)
         return self.merge(y)[:, 0], state
 
     def flops_per_token(self, seq_len: int) -> float:

@@ -131,6 +131,16 @@ def test_heavy_hitters_equal_the_set_reference(budget, recent, kv_heads):
         assert len({tuple(sorted(row.tolist())) for row in state["kpos"].flatten(0, 1)}) > 1
 
 
+def test_heavy_hitters_on_a_sliding_window_evict_what_the_window_hides_first():
+    # with a budget of at least the window, every token the window shows stays, so decoding equals the forward
+    torch.manual_seed(4)
+    mixer = SlidingWindow(16, window=3, n_sinks=1).double()
+    x = torch.randn(2, 25, 16, dtype=torch.float64) * 3
+    want = mixer(x)
+    set_kv_policy(mixer, "heavy_hitters:5/1")
+    torch.testing.assert_close(decode(mixer, x, 6)[0], want)
+
+
 def test_heavy_hitters_keep_the_most_attended_token():
     # a huge key at position 0 draws nearly all attention, so H2O never evicts it while a window would
     torch.manual_seed(3)
@@ -172,6 +182,19 @@ def test_held_tensors_equal_the_accounted_bytes(spec, length, dtype, mixer):
         if length + t + 1 >= policy.budget:
             assert held_bytes(states) == model.state_bytes(length + t + 1, batch=3, dtype=dtype)
     assert model.state_bytes(length + 7, 3, dtype) == model.state_bytes(10**6, 3, dtype)
+
+
+@pytest.mark.parametrize("spec", POLICIES[1:])
+def test_a_cloned_policy_state_replays_the_same_steps(spec):
+    model = tiny_model()
+    set_kv_policy(model, spec)
+    idx = torch.randint(0, 50, (2, 16))
+    _, states = model.prefill(idx[:, :4])  # below every budget: the steps grow the cache, then evict
+    saved = model.clone_states(states)
+    first = [model.step(idx[:, t], states)[0] for t in range(4, 16)]
+    again = [model.step(idx[:, t], saved)[0] for t in range(4, 16)]
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_budgeted_state_is_flat_in_length():
