@@ -8,9 +8,14 @@ from seqmix.archs import MIXERS, ModelConfig, match_params, match_width, non_emb
 @pytest.mark.parametrize("budget", [100_000, 3_000_000, 100_000_000])
 @pytest.mark.parametrize("n_layers", [2, 6])
 def test_match_params_within_two_percent(budget, n_layers):
+    arms = {name: {} for name in MIXERS} | {  # sliding_window is registered, hence in MIXERS
+        "gqa": {"n_heads": 8, "n_kv_heads": 2},
+        "mqa": {"n_heads": 4, "n_kv_heads": 1},
+    }
     counts = {}
-    for name in MIXERS:
-        cfg = match_params(ModelConfig(mixer=name, n_layers=n_layers), budget)
+    for name, args in arms.items():
+        mixer = name if name in MIXERS else "attention"
+        cfg = match_params(ModelConfig(mixer=mixer, mixer_args=args, n_layers=n_layers), budget)
         counts[name] = non_embedding_params(cfg)
         assert abs(counts[name] - budget) <= 0.02 * budget, (name, counts[name])
     assert max(counts.values()) <= 1.02 * min(counts.values())
@@ -19,6 +24,13 @@ def test_match_params_within_two_percent(budget, n_layers):
 def test_match_params_respects_mixer_constraints():
     cfg = match_params(ModelConfig(mixer="attention", mixer_args={"n_heads": 6}), 500_000)
     assert cfg.d_model % 12 == 0  # divisible by heads, with an even head dim for rotary embeddings
+
+
+def test_gqa_sizing_counts_the_smaller_key_value_projections():
+    mha = match_params(ModelConfig(mixer="attention", mixer_args={"n_heads": 8}), 3_000_000)
+    mqa = match_params(ModelConfig(mixer="attention", mixer_args={"n_heads": 8, "n_kv_heads": 1}), 3_000_000)
+    assert mqa.d_model > mha.d_model  # the budget the kv projections no longer take goes into width
+    assert mqa.d_model % 16 == 0 and mha.d_model % 16 == 0
 
 
 def test_mixer_only_stacks_report_when_unreachable():
