@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..io import atomic_open, atomic_write
-from . import DataError
+from .batch import DataError
 from .resumable import train_loader
 
 FORMAT_VERSION = 2  # 2: files that are not UTF-8 text are left out of a corpus found in folders or globs

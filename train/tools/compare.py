@@ -19,13 +19,14 @@ from lightning.pytorch.loggers import CSVLogger
 
 from seqmix import archs
 from seqmix.train.callbacks import PerfMonitor
-from seqmix.train.data.mqar import MQARDataModule
+from seqmix.train.data import get_task
 from seqmix.train.module import LMTask, check_optimizer_args
 from seqmix.train.preflight import unwritable
 from seqmix.train.tools.bench import format_summary, quick, run_bench, write_outputs
 
 DEFAULT_MIXERS = ("attention", "linear_attention", "mamba")
 REPORT = "report.md"
+TASK = "mqar"  # the registered task compare trains on (its options: --vocab-size, --seq-len, --kv-pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def mixer_args(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Fit one mixer on MQAR; return its sizes, validation accuracy and training throughput."""
     L.seed_everything(args.seed, verbose=False)
-    data = MQARDataModule(
+    data = get_task(TASK)(
         vocab_size=args.vocab_size, seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, batch_size=args.batch_size,
         num_train_examples=max(args.steps * args.batch_size // 4, 2_000), num_val_examples=1_000, seed=args.seed,
     )
