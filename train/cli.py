@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.core import LightningDataModule
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -23,6 +24,7 @@ from .errors import SeqmixError
 from .guards import NonFiniteError, NonFiniteGuard
 from .module import LMTask
 from .preflight import OneLineErrorParser, unwritable
+from .progress import progress_bar
 
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -153,6 +155,10 @@ class SeqmixCLI(LightningCLI):
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        callbacks = trainer_config.get("callbacks")
+        callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, progress_bar()]  # a log file gets a line every N steps, not bar redraws
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from seqmix.train.callbacks import PerfMonitor
 from seqmix.train.data import get_task
 from seqmix.train.module import LMTask, check_optimizer_args
 from seqmix.train.preflight import unwritable
+from seqmix.train.progress import progress_bar
 from seqmix.train.tools.bench import format_summary, quick, run_bench, write_outputs
 
 DEFAULT_MIXERS = ("attention", "linear_attention", "mamba")
@@ -88,7 +90,7 @@ def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     perf = PerfMonitor(window=50)
     trainer = L.Trainer(
         max_steps=args.steps, accelerator="auto", devices=1, logger=CSVLogger(out / "train", name=name),
-        callbacks=[perf], enable_checkpointing=False, enable_model_summary=False, gradient_clip_val=1.0,
+        callbacks=[perf, progress_bar()], enable_checkpointing=False, enable_model_summary=False, gradient_clip_val=1.0,
         val_check_interval=None, check_val_every_n_epoch=None, limit_val_batches=0, log_every_n_steps=25,
     )
     start = time.perf_counter()
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(bench_dir)
         config = quick(mixers=tuple(args.mixers) + (("attention_explicit",) if "attention" in args.mixers else ()),
                        out_dir=str(bench_dir))
-        rows = run_bench(config)
+        rows = run_bench(config, progress=sys.stderr.isatty())  # a log file gets no redrawn bar
         bench = (rows, write_outputs(rows, bench_dir, {"config": "quick"}))
     text = report(trained, bench, args)
     (out / REPORT).write_text(text)
