@@ -9,6 +9,8 @@ from typing import Any, TextIO
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
+from .checks import check_int
+
 DEFAULT_EVERY_N_STEPS = 50
 
 
@@ -17,8 +19,7 @@ class LineProgress(ProgressBar):
 
     def __init__(self, every_n_steps: int = DEFAULT_EVERY_N_STEPS, stream: TextIO | None = None):
         super().__init__()
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
+        check_int("every_n_steps", every_n_steps)
         self.every_n_steps, self.stream = every_n_steps, stream
         self._enabled, self._last_step, self._start = True, -1, 0.0
 

@@ -28,7 +28,7 @@ def test_a_terminal_gets_the_bar_anything_else_lines():
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
 def test_bad_interval_is_rejected(bad):
-    with pytest.raises(ValueError, match=f"every_n_steps must be an integer >= 1, got {bad!r}"):
+    with pytest.raises(ValueError, match=f"every_n_steps must be a positive integer, got {bad!r}"):
         LineProgress(bad)
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ..checks import check_int
 from .batch import IGNORE_INDEX, DataError, TokenDataset
 from .resumable import train_loader
 from .tasks import class_path
@@ -20,13 +21,6 @@ def seeded_generator(seed: int, *stream: object) -> torch.Generator:
     """A CPU generator whose seed is derived from (seed, *stream), so every split/purpose gets its own stream."""
     digest = hashlib.sha256("/".join(map(str, (seed, *stream))).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-
-
-def check_int(name: str, value: object, minimum: int = 1) -> int:
-    """Return value if it is an int >= minimum, else raise a ValueError naming the field."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def check_depth(depth: float | None) -> float | None:
