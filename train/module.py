@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 import os
 from dataclasses import fields
@@ -20,6 +19,7 @@ from seqmix.archs import LanguageModel, Mixer, ModelConfig
 
 from .checks import check_int
 from .data import IGNORE_INDEX
+from .dotted import import_object
 
 DEFAULT_MODEL = ModelConfig()
 
@@ -52,8 +52,10 @@ def mixer_from_spec(spec: Any) -> Any:
         return spec
     if set(spec) - {"class_path", "init_args"} or "class_path" not in spec:
         raise ValueError(f"a mixer spec is a name or {{class_path, init_args}}, got {spec!r}")
-    module, _, name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name, None) if module else None
+    try:
+        cls = import_object(spec["class_path"]) if "." in spec["class_path"] else None
+    except AttributeError:
+        cls = None
     if not (isinstance(cls, type) and issubclass(cls, Mixer)):
         raise ValueError(f"mixer class_path {spec['class_path']!r} does not name a seqmix Mixer class")
     return functools.partial(cls, **dict(spec.get("init_args") or {}))

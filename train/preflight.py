@@ -4,7 +4,6 @@ written. Each problem becomes one line that names the bad value and what would b
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import os
 import re
@@ -18,6 +17,7 @@ import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningArgumentParser
 
+from .dotted import import_object
 from .errors import SeqmixError
 from .private_api import option_strings, subcommand_parsers
 
@@ -77,9 +77,8 @@ def _subclass_specs(data: Any, prefix: str = "") -> list[tuple[str, dict]]:
 
 
 def _class(path: str) -> Any:
-    module, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        return import_object(path)
     except (ImportError, AttributeError, ValueError):
         return path
 
@@ -111,9 +110,9 @@ def dropped_init_args(files: Iterable[str], cfg: Any) -> list[str]:
 
 def init_options(class_path: str) -> list[str] | None:
     """The keyword options of a class given by import path (what its init_args may hold), or None if not importable."""
-    module, _, name = class_path.rpartition(".")
+    module = class_path.rpartition(".")[0]
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = import_object(class_path)
         params = inspect.signature(cls.__init__).parameters
     except (ImportError, AttributeError, ValueError, TypeError):
         return None

@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger
 from seqmix import archs
 from seqmix.train.callbacks import PerfMonitor
 from seqmix.train.data import get_task
+from seqmix.train.io import atomic_write
 from seqmix.train.module import LMTask, check_optimizer_args
 from seqmix.train.preflight import unwritable
 from seqmix.train.progress import progress_bar
@@ -214,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_bench(config, progress=sys.stderr.isatty())  # a log file gets no redrawn bar
         bench = (rows, write_outputs(rows, bench_dir, {"config": "quick"}))
     text = report(trained, bench, args)
-    (out / REPORT).write_text(text)
-    (out / "train_results.json").write_text(json.dumps(trained, indent=2) + "\n")
+    atomic_write(out / REPORT, text)
+    atomic_write(out / "train_results.json", json.dumps(trained, indent=2) + "\n")
     print(text)
     print(f"[compare] report written to {out / REPORT} in {time.perf_counter() - started:.0f}s", flush=True)
     return 0
