@@ -64,8 +64,6 @@ class Mamba(Mixer):
         # S4D-real: A = -(1, 2, ..., N) for every channel, stored as log in fp32
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(di, 1))
         self.D = nn.Parameter(torch.ones(di))
-        for p in (self.A_log, self.D, self.dt_proj.bias):
-            p._seqmix_keep_init = True  # the backbone's init must leave these alone
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
 

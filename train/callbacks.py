@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from .checks import check_int
 from .io import atomic_write
 
 FINAL_METRICS_FILE = "final_metrics.json"
@@ -36,10 +37,8 @@ class PerfMonitor(Callback):
 
     def __init__(self, window: int = 20, warmup_steps: int = 5):
         super().__init__()
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"PerfMonitor: window must be a positive integer, got {window!r}")
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"PerfMonitor: warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        check_int("PerfMonitor: window", window)
+        check_int("PerfMonitor: warmup_steps", warmup_steps, minimum=0)
         self.window, self.warmup_steps = window, warmup_steps
         self._steps: deque[tuple[float, int]] = deque(maxlen=window)
         self._last: float | None = None

@@ -24,6 +24,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
 from .io import atomic_open
+from .private_api import save_checkpoint_now
 
 DEFAULT_EVERY_N_TRAIN_STEPS = 500
 RESUME_KEY = "seqmix_resume"
@@ -58,12 +59,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the final state too, unless the last save was at this very step."""
-        if not self._should_skip_saving_checkpoint(trainer):
-            candidates = self._monitor_candidates(trainer)
-            if self.save_top_k != 0:
-                self._save_topk_checkpoint(trainer, candidates)
-            if self.save_last:
-                self._save_last_checkpoint(trainer, candidates)
+        save_checkpoint_now(self, trainer)
         super().on_train_end(trainer, pl_module)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.core import LightningDataModule
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -23,6 +24,7 @@ from .errors import SeqmixError
 from .guards import NonFiniteError, NonFiniteGuard
 from .module import LMTask
 from .preflight import OneLineErrorParser, unwritable
+from .progress import progress_bar
 
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -102,9 +104,13 @@ class SeqmixCLI(LightningCLI):
             command = f"seqmix {self.subcommand}" if self.subcommand else "seqmix"
             raise SeqmixError(f"{command}: error: {_innermost_value_error(err)}") from err
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        """Check every output folder can be written before anything runs; data problems met while preparing the data
-        (a binary or empty corpus file, ...) are one-line errors too."""
+    def option(self, config: Any, key: str, default: Any = None) -> Any:
+        """`key` of the running subcommand's part of `config` (the whole config when there is no subcommand)."""
+        part = config.get(self.subcommand) if self.subcommand else config
+        return part.get(key, default) if part is not None else default
+
+    def check_outputs(self, subcommand: str) -> None:
+        """Check every output folder can be written before anything runs."""
         trainer = self.trainer
         folders = [("--trainer.default_root_dir", trainer.default_root_dir)]
         folders += [(f"the {type(lg).__name__} folder", lg.save_dir) for lg in trainer.loggers if lg.save_dir]
@@ -118,14 +124,10 @@ class SeqmixCLI(LightningCLI):
             raise SeqmixError(f"seqmix {subcommand}: error: {saved} is an earlier run's config and --trainer.logger false "
                               "writes this run's there too; choose another --trainer.default_root_dir (or keep a logger: "
                               "each run gets its own version_N folder)")
-        try:
-            super()._run_subcommand(subcommand)
-        except DataError as err:
-            raise SeqmixError(f"seqmix {subcommand}: error: {err}") from err
 
     def run_name(self) -> str:
         """--run_name, else <task>-<mixer> (e.g. mqar-mamba)."""
-        name = self._get(self.config, "run_name")
+        name = self.option(self.config, "run_name")
         if name:
             return name
         task = type(self.datamodule).__name__.removesuffix("DataModule").lower() if self.datamodule else "seqmix"
@@ -136,7 +138,7 @@ class SeqmixCLI(LightningCLI):
         """CSV always (<root>/<run_name>/version_N, the run directory); W&B too, in its resolved mode, unless disabled."""
         root = root or DEFAULT_ROOT
         loggers: list[Logger] = [CSVLogger(save_dir=root, name=self.run_name())]
-        mode = wandb_mode(self._get(self.config, "wandb"))
+        mode = wandb_mode(self.option(self.config, "wandb"))
         if mode != "disabled":
             from lightning.pytorch.loggers import WandbLogger
 
@@ -146,20 +148,22 @@ class SeqmixCLI(LightningCLI):
         return loggers
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        trainer_config = self.option(self.config_init, "trainer", {}) or {}
         if trainer_config.get("logger") in (None, True):  # not chosen by the user: ours
             kwargs["logger"] = self.default_loggers(trainer_config.get("default_root_dir"))
         plugins = trainer_config.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        callbacks = trainer_config.get("callbacks")
+        callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if trainer_config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(progress_bar())  # a log file gets a line every N steps, not bar redraws
+        kwargs["callbacks"] = [*callbacks, ResumeState()]
+        part = self.config_init.get(self.subcommand) if self.subcommand else self.config_init
+        if trainer_config.get("enable_checkpointing") is False and isinstance(part.get("checkpoint"), RunCheckpoint):
+            part["checkpoint"] = Callback()  # checkpointing off: our RunCheckpoint would make Lightning refuse to start
         return super().instantiate_trainer(**kwargs)
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        """Add ResumeState; drop our RunCheckpoint when the user turned checkpointing off."""
-        if config.get("enable_checkpointing") is False:
-            callbacks = [c for c in callbacks if not isinstance(c, RunCheckpoint)]
-        return super()._instantiate_trainer(config, [*callbacks, ResumeState()])
 
     def last_checkpoint(self) -> Path | None:
         """The newest last*.ckpt of this run name: in any version of the run directory, or a checkpoint dirpath."""
@@ -190,13 +194,19 @@ class SeqmixCLI(LightningCLI):
         config["ckpt_path"] = str(path) if path else None
 
     def before_fit(self) -> None:
+        self.check_outputs("fit")
         self._resolve_ckpt_path(required=False)
 
     def before_validate(self) -> None:
+        self.check_outputs("validate")
         self._resolve_ckpt_path(required=True)
 
     def before_test(self) -> None:
+        self.check_outputs("test")
         self._resolve_ckpt_path(required=True)
+
+    def before_predict(self) -> None:
+        self.check_outputs("predict")
 
     def after_fit(self) -> None:
         self._report()
@@ -227,6 +237,14 @@ def _program_args(prog: str):
 def cli(args: list[str], run: bool = True) -> SeqmixCLI:
     """Run `fit|validate|test|predict [options]` through SeqmixCLI and return it; with run=False, only build the
     model, data and trainer from `[options]` (e.g. in a notebook: ``cli(["-c", "mqar.yaml"], run=False).model``)."""
+    try:
+        return _cli(args, run)
+    except DataError as err:  # data problems met while preparing the data (a binary or empty corpus file, ...)
+        subcommand = next((a for a in args if a in TRAINER_SUBCOMMANDS), "fit")
+        raise SeqmixError(f"seqmix {subcommand}: error: {err}") from err
+
+
+def _cli(args: list[str], run: bool) -> SeqmixCLI:
     return SeqmixCLI(
         LMTask,
         LightningDataModule,

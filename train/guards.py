@@ -10,6 +10,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from .checks import check_int
+
 ACTIONS = ("stop", "skip")
 
 
@@ -42,8 +44,7 @@ class NonFiniteGuard(Callback):
         super().__init__()
         if action not in ACTIONS:
             raise ValueError(f"nonfinite.action must be one of {', '.join(ACTIONS)}, got {action!r}")
-        if isinstance(max_consecutive_skips, bool) or not isinstance(max_consecutive_skips, int) or max_consecutive_skips < 1:
-            raise ValueError(f"nonfinite.max_consecutive_skips must be a positive integer, got {max_consecutive_skips!r}")
+        check_int("nonfinite.max_consecutive_skips", max_consecutive_skips)
         self.action, self.max_consecutive_skips = action, max_consecutive_skips
         self.consecutive = 0
         self.skipped: list[int] = []

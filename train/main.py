@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from .cli import TRAINER_SUBCOMMANDS
 from .cli import main as trainer_main
+from .dotted import import_object
 from .errors import SeqmixError
 
 SUBCOMMANDS = {
@@ -42,9 +42,8 @@ def usage() -> str:
 
 def run_tool(command: str, argv: list[str]) -> int:
     """Import and run one of SUBCOMMANDS with its arguments; its exit status."""
-    module_name, _, func_name = SUBCOMMANDS[command].partition(":")
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
+        func = import_object(SUBCOMMANDS[command])
     except (ImportError, AttributeError) as err:
         raise SeqmixError(f"seqmix {command} is not available: {err}") from err
     return func(argv)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from seqmix import archs
 from seqmix.archs import LanguageModel, ModelConfig
 
+from .checks import check_int
 from .data import IGNORE_INDEX
 
 DEFAULT_MODEL = ModelConfig()
@@ -58,8 +59,7 @@ def check_optimizer_args(
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+    check_int("warmup_steps", warmup_steps, minimum=0)
     if not 0 <= min_lr_ratio <= 1:
         raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
 

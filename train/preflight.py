@@ -4,7 +4,6 @@ written. Each problem becomes one line that names the bad value and what would b
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import os
 import re
@@ -18,7 +17,9 @@ import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningArgumentParser
 
+from .dotted import import_object
 from .errors import SeqmixError
+from .private_api import option_strings, subcommand_parsers
 
 CONFIG_FLAGS = ("-c", "--config")
 # Lines of jsonargparse's multi-line messages that repeat what the other lines say.
@@ -76,9 +77,8 @@ def _subclass_specs(data: Any, prefix: str = "") -> list[tuple[str, dict]]:
 
 
 def _class(path: str) -> Any:
-    module, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        return import_object(path)
     except (ImportError, AttributeError, ValueError):
         return path
 
@@ -110,9 +110,9 @@ def dropped_init_args(files: Iterable[str], cfg: Any) -> list[str]:
 
 def init_options(class_path: str) -> list[str] | None:
     """The keyword options of a class given by import path (what its init_args may hold), or None if not importable."""
-    module, _, name = class_path.rpartition(".")
+    module = class_path.rpartition(".")[0]
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = import_object(class_path)
         params = inspect.signature(cls.__init__).parameters
     except (ImportError, AttributeError, ValueError, TypeError):
         return None
@@ -162,7 +162,7 @@ class OneLineErrorParser(LightningArgumentParser):
 
         argv = list(args) if isinstance(args, (list, tuple)) else []
         command = self.prog.replace(" [options]", "")  # "seqmix", or "seqmix fit" in a subcommand's parser
-        if command == "seqmix" and argv and argv[0] in getattr(getattr(self, "_subcommands_action", None), "choices", {}):
+        if command == "seqmix" and argv and argv[0] in subcommand_parsers(self):
             command = f"seqmix {argv[0]}"
         for path in config_files(argv):
             problem = config_file_problem(path)
@@ -172,7 +172,7 @@ class OneLineErrorParser(LightningArgumentParser):
             cfg = super().parse_args(args, *rest, **kwargs)
         except ArgumentError as err:
             parser = getattr(err, "subcommand_parser", None) or self._subparser(argv)
-            known = [o for action in parser._actions for o in action.option_strings]
+            known = option_strings(parser)
             raise SeqmixError(f"{command}: error: {one_line(str(err), known, command)}") from None
         if " [options]" not in self.prog:  # the top parser (a subcommand's parser parses the same files too)
             subcommand = cfg.get("subcommand") if hasattr(cfg, "get") else None
@@ -181,9 +181,7 @@ class OneLineErrorParser(LightningArgumentParser):
         return cfg
 
     def _subparser(self, argv: list[str]) -> LightningArgumentParser:
-        action = getattr(self, "_subcommands_action", None)
-        choices = getattr(action, "choices", None) or {}
-        return choices.get(argv[0], self) if argv else self
+        return subcommand_parsers(self).get(argv[0], self) if argv else self
 
 
 def unwritable(path: str | os.PathLike) -> str | None:

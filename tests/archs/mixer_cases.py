@@ -1,6 +1,35 @@
-"""Every registered mixer, plus the option variants whose forward takes another code path."""
+"""Every mixer defined under archs/, plus the option variants whose forward takes another code path.
+
+The mixers are found in the source (each ``@register`` class's ``name = "..."``), not read back from MIXERS, so
+`test_every_registered_mixer_is_covered` fails for a mixer registered from outside archs/ and
+`test_every_mixer_file_is_registered` for a mixer file that `archs/__init__.py` forgets to import."""
+
+import ast
+from pathlib import Path
 
 from seqmix.archs import MIXERS
+
+ARCHS = Path(__file__).resolve().parents[2] / "archs"
+
+
+def defined_mixers(folder: Path = ARCHS) -> dict[str, str]:
+    """Registry name -> file, for every class decorated with @register in folder/*.py."""
+    found = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            decorated = isinstance(node, ast.ClassDef) and any(
+                isinstance(d, ast.Name) and d.id == "register" for d in node.decorator_list)
+            if not decorated:
+                continue
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign):
+                    targets = [stmt.target]
+                else:
+                    targets = stmt.targets if isinstance(stmt, ast.Assign) else []
+                if any(isinstance(t, ast.Name) and t.id == "name" for t in targets) and isinstance(stmt.value, ast.Constant):
+                    found[stmt.value.value] = path.name
+    return found
+
 
 VARIANTS = {
     "attention_explicit": ("attention", {"impl": "explicit"}),
@@ -18,7 +47,7 @@ VARIANTS = {
     "mamba_dstate1_conv2": ("mamba", {"d_state": 1, "d_conv": 2, "expand": 1}),
 }
 
-CASES = {name: (name, {}) for name in MIXERS} | VARIANTS
+CASES = {name: (name, {}) for name in defined_mixers()} | VARIANTS
 
 
 def build(case: str, d_model: int):

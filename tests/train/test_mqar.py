@@ -77,21 +77,21 @@ def test_datamodule_reproducible_and_splits_disjoint():
     dm1.setup("fit")
     dm2.setup("fit")
     for split in ("train", "val", "test"):
-        assert torch.equal(dm1.splits[split].input_ids, dm2.splits[split].input_ids)
-        assert torch.equal(dm1.splits[split].labels, dm2.splits[split].labels)
-    assert [len(dm1.splits[s]) for s in ("train", "val", "test")] == [400, 100, 100]
-    train, val, test = (_rows(dm1.splits[s]) for s in ("train", "val", "test"))
+        assert torch.equal(dm1.datasets[split].input_ids, dm2.datasets[split].input_ids)
+        assert torch.equal(dm1.datasets[split].labels, dm2.datasets[split].labels)
+    assert [len(dm1.datasets[s]) for s in ("train", "val", "test")] == [400, 100, 100]
+    train, val, test = (_rows(dm1.datasets[s]) for s in ("train", "val", "test"))
     assert not train & val and not train & test and not val & test
     other = MQARDataModule(**{**kw, "seed": 4})
     other.setup("fit")
-    assert not torch.equal(other.splits["val"].input_ids, dm1.splits["val"].input_ids)
+    assert not torch.equal(other.datasets["val"].input_ids, dm1.datasets["val"].input_ids)
 
 
 def test_disjointness_holds_even_when_duplicates_are_likely():
     # one pair, 4 keys x 5 values x 1 query slot: only 20 distinct examples, so independent draws collide
     dm = MQARDataModule(vocab_size=10, seq_len=4, num_kv_pairs=1, num_train_examples=20, num_val_examples=4, seed=0)
     dm.setup()
-    train, val, test = (_rows(dm.splits[s]) for s in ("train", "val", "test"))
+    train, val, test = (_rows(dm.datasets[s]) for s in ("train", "val", "test"))
     assert len(train) <= 20 - len(val) - len(test)
     assert not train & val and not train & test and not val & test
     # 1 key x 3 values: 30 validation draws take all 3 examples, leaving none for the test split

@@ -64,7 +64,7 @@ def test_a_fit_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     data = MQARDataModule(vocab_size=32, seq_len=16, num_kv_pairs=2, num_train_examples=48, num_val_examples=16,
                           batch_size=8)
     data.setup()
-    train_set = Counter(example_key(row) for row in data.splits["train"].input_ids)
+    train_set = Counter(example_key(row) for row in data.datasets["train"].input_ids)
     for epoch in range(STEPS // STEPS_PER_EPOCH):
         assert Counter(k for _, e, keys in expected if e == epoch for k in keys) == train_set
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import IGNORE_INDEX
+from .batch import IGNORE_INDEX
 from .synthetic import SyntheticDataModule, check_int, uniform
+from .tasks import register_task
 
 NOISE, COPY = 0, 1
 
 
+@register_task("selective_copying")
 class SelectiveCopyingDataModule(SyntheticDataModule):
     """Selective copying of `num_tokens` data tokens hidden in a noisy context."""
 

@@ -18,10 +18,12 @@ import torch
 from torch import Tensor
 
 from .synthetic import SyntheticDataModule, place, shift, uniform
+from .tasks import register_task
 
 TRIGGER = 0
 
 
+@register_task("induction")
 class InductionDataModule(SyntheticDataModule):
     """Induction heads: after the second trigger, predict what followed the first one."""
 

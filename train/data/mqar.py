@@ -9,26 +9,26 @@ the queried keys, labelled with their value (labels are shifted, see the contrac
 
 from __future__ import annotations
 
-import lightning as L
+from typing import ClassVar
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import Tensor
 
-from . import IGNORE_INDEX, DataError, TokenDataset
-from .resumable import train_loader
+from .batch import IGNORE_INDEX
+from .synthetic import SyntheticDataModule, check_int
+from .tasks import register_task
 
 SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}
 """Each split draws from its own random stream of the seed: np.random.default_rng([seed, stream])."""
 
 _CHUNK = 4096  # examples generated per vectorised draw (bounds memory at large vocabularies)
-_MAX_ROUNDS = 50  # redraws allowed when excluding examples already in another split
 
 
 def check_mqar(seq_len: int, num_kv_pairs: int, vocab_size: int, power_a: float) -> None:
     """Raise a ValueError naming the values if MQAR cannot be built with these settings."""
     for name, value in (("seq_len", seq_len), ("num_kv_pairs", num_kv_pairs), ("vocab_size", vocab_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"MQAR: {name} must be a positive integer, got {value!r}")
+        check_int(f"MQAR: {name}", value)
     if vocab_size <= seq_len:
         raise ValueError(
             f"MQAR needs vocab_size > seq_len, got vocab_size={vocab_size} <= seq_len={seq_len}; "
@@ -84,8 +84,14 @@ def generate_mqar(
     return torch.from_numpy(inputs), torch.from_numpy(labels)
 
 
-class MQARDataModule(L.LightningDataModule):
-    """Seeded MQAR train / val / test splits (mutually disjoint: no identical example in two splits)."""
+@register_task("mqar")
+class MQARDataModule(SyntheticDataModule):
+    """Seeded MQAR train / val / test splits (mutually disjoint: no identical example in two splits).
+
+    Its random streams are NumPy generators (``np.random.default_rng([seed, stream])``, one stream per split), and it
+    keeps its own option names (``num_train_examples``, ...), as its configs and checkpoints have them."""
+
+    chunk_size: ClassVar[int] = _CHUNK
 
     def __init__(
         self,
@@ -101,77 +107,41 @@ class MQARDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ):
         """num_test_examples defaults to num_val_examples; `seed` fixes every split."""
-        super().__init__()
         check_mqar(seq_len, num_kv_pairs, vocab_size, power_a)
         num_test_examples = num_val_examples if num_test_examples is None else num_test_examples
-        counts = dict(num_train_examples=num_train_examples, num_val_examples=num_val_examples,
-                      num_test_examples=num_test_examples, batch_size=batch_size)
-        for name, value in counts.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MQAR: {name} must be a positive integer, got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"MQAR: seed must be a non-negative integer, got {seed!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"MQAR: num_workers must be a non-negative integer, got {num_workers!r}")
-        self.save_hyperparameters()
-        self.vocab_size = vocab_size
-        self.seq_len, self.num_kv_pairs, self.power_a = seq_len, num_kv_pairs, power_a
-        self.sizes = {"train": num_train_examples, "val": num_val_examples, "test": num_test_examples}
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.splits: dict[str, TokenDataset] = {}
+        for name, value in (("num_train_examples", num_train_examples), ("num_val_examples", num_val_examples),
+                            ("num_test_examples", num_test_examples), ("batch_size", batch_size)):
+            check_int(f"MQAR: {name}", value)
+        check_int("MQAR: seed", seed, minimum=0)
+        check_int("MQAR: num_workers", num_workers, minimum=0)
+        self.num_kv_pairs, self.power_a = num_kv_pairs, power_a
+        super().__init__(seq_len, vocab_size, batch_size, num_train_examples, num_val_examples, num_test_examples,
+                         seed, num_workers)
+        self.hparams.clear()  # record MQAR's own option names, not the base's (and, as before, no _class_path:
+        self.save_hyperparameters()  # MQARDataModule(**dm.hparams) rebuilds it)
 
     @property
     def chance_accuracy(self) -> float:
         """Accuracy of guessing uniformly among the values."""
         return 1.0 / (self.vocab_size - self.vocab_size // 2)
 
-    def _draw(self, split: str, exclude: set[bytes]) -> TokenDataset:
-        """Draw `split` from its own stream, dropping any example whose inputs are in `exclude` (labels follow inputs)."""
-        rng = np.random.default_rng([self.seed, SPLIT_STREAMS[split]])
-        wanted, kept = self.sizes[split], []
-        have = 0
-        for _ in range(_MAX_ROUNDS):
-            inputs, labels = generate_mqar(
-                wanted - have, self.seq_len, self.num_kv_pairs, self.vocab_size, self.power_a, rng
-            )
-            rows = inputs.numpy()
-            fresh = torch.tensor([row.tobytes() not in exclude for row in rows], dtype=torch.bool)
-            kept.append((inputs[fresh], labels[fresh]))
-            have += int(fresh.sum())
-            if have == wanted:
-                return TokenDataset(torch.cat([i for i, _ in kept]), torch.cat([lab for _, lab in kept]))
-        raise DataError(
-            f"MQAR: could only draw {have} of {wanted} {split} examples that are not in another split; the task "
-            f"(vocab_size={self.vocab_size}, seq_len={self.seq_len}, num_kv_pairs={self.num_kv_pairs}) has too few "
-            f"distinct examples; ask for fewer examples or a larger task"
-        )
+    def check(self, seq_len: int) -> None:
+        check_mqar(seq_len, self.num_kv_pairs, self.vocab_size, self.power_a)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Draw all three splits once: held-out splits first, then train without any held-out example."""
-        if self.splits:
-            return
-        seen: set[bytes] = set()
-        for split in ("val", "test", "train"):
-            self.splits[split] = self._draw(split, seen)
-            if split != "train":
-                seen.update(row.tobytes() for row in self.splits[split].input_ids.numpy())
+    def describe(self) -> str:
+        return f"vocab_size={self.vocab_size}, seq_len={self.seq_len}, num_kv_pairs={self.num_kv_pairs}"
 
-    def _loader(self, split: str) -> DataLoader:
-        self.setup()
-        return DataLoader(self.splits[split], batch_size=self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+    def split_rng(self, split: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, SPLIT_STREAMS[split]])
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled anew each epoch (order seeded by `seed` and the epoch), resumable mid-epoch, sharded under DDP."""
-        self.setup()
-        return train_loader(self, self.splits["train"], self.batch_size, seed=self.seed, num_workers=self.num_workers,
-                            persistent_workers=self.num_workers > 0)
+    def task_rng(self, generator: torch.Generator) -> np.random.Generator:
+        """A NumPy stream seeded by one draw from `generator` (so successive calls differ)."""
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+    @property
+    def shuffle_seed(self) -> int:
+        return self.seed
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def _generate(self, n: int, seq_len: int, depth: float | None, rng: np.random.Generator) -> dict[str, Tensor]:
+        inputs, labels = generate_mqar(n, seq_len, self.num_kv_pairs, self.vocab_size, self.power_a, rng)
+        return {"input_ids": inputs, "labels": labels}

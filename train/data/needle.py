@@ -22,11 +22,13 @@ import torch
 from torch import Tensor
 
 from .synthetic import SyntheticDataModule, check_int, place, shift, uniform
+from .tasks import register_task
 
 NEEDLE, QUERY = 0, 1
 QUERY_MODES = ("one", "all")
 
 
+@register_task("needle")
 class NeedleDataModule(SyntheticDataModule):
     """Passkey retrieval at a controllable depth; `num_needles` > 1 makes it multi-needle (one or all queried)."""
 
@@ -159,6 +161,7 @@ def _arrange(length: int, count: int, nl: int, generator: torch.Generator) -> li
     return [u + r * (nl - 1) for r, u in enumerate(chosen)]  # r needles before it each add nl - 1 tokens
 
 
+@register_task("multi_needle")
 class MultiNeedleDataModule(NeedleDataModule):
     """Several needles with distinct keys; `query="one"` asks the one at `depth`, `"all"` asks every needle."""
 

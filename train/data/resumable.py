@@ -18,6 +18,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..checks import check_int
+
 
 class EpochSampler(DistributedSampler):
     """Example indices of one epoch: a seeded order split over `num_replicas` processes the DistributedSampler way.
@@ -41,8 +43,7 @@ class EpochSampler(DistributedSampler):
         rank: int = 0,
     ):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1):
-            raise ValueError(f"num_samples must be a positive integer or None, got {num_samples!r}")
+        check_int("num_samples", num_samples, optional=True)
         if len(dataset) < 1:
             raise ValueError("EpochSampler needs a non-empty dataset")
         self.draws = num_samples

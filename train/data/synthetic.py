@@ -1,33 +1,26 @@
-"""Shared machinery of the seeded synthetic tasks: a base data module with disjoint splits, seeding and checks."""
+"""Shared machinery of the seeded synthetic tasks: one base data module with disjoint splits, seeding and checks."""
 
 from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from . import IGNORE_INDEX, DataError, TokenDataset
+from ..checks import check_int
+from .batch import IGNORE_INDEX, DataError, TokenDataset
 from .resumable import train_loader
-
-CHUNK = 1024  # examples generated per call: bounds the temporaries at long lengths
+from .tasks import class_path
 
 
 def seeded_generator(seed: int, *stream: object) -> torch.Generator:
     """A CPU generator whose seed is derived from (seed, *stream), so every split/purpose gets its own stream."""
     digest = hashlib.sha256("/".join(map(str, (seed, *stream))).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-
-
-def check_int(name: str, value: object, minimum: int = 1) -> int:
-    """Return value if it is an int >= minimum, else raise a ValueError naming the field."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def check_depth(depth: float | None) -> float | None:
@@ -64,14 +57,22 @@ def row_keys(batch: dict[str, Tensor]) -> list[bytes]:
 
 
 class SyntheticDataModule(L.LightningDataModule):
-    """Base of the synthetic tasks: fixed seeded train/val/test sets, train deduplicated against val and test.
+    """Base of the synthetic tasks: fixed seeded val / test / train sets, each disjoint from the ones drawn before it.
 
-    Subclasses define `check` (raise on impossible settings) and `_generate` (a batch of examples). Validation and
-    test are drawn at the training length and distribution; sweeps over length and depth belong to `seqmix evaluate`,
-    which calls `generate` directly."""
+    A task defines `check` (raise on impossible settings) and `_generate` (a batch of examples from a random stream)
+    and registers itself with `@register_task(name)`. Validation and test are drawn at the training length and
+    distribution; sweeps over length and depth belong to `seqmix evaluate`, which calls `generate` directly.
+    A task whose random streams are not torch generators (MQAR's NumPy ones) overrides `split_rng`, `task_rng` and
+    `shuffle_seed`."""
 
+    task_name: ClassVar[str] = ""
+    """The name the task is registered under (set by `@register_task`)."""
     has_depth: ClassVar[bool] = False
     """Whether the task places something at a controllable depth (then `generate` accepts depth)."""
+    chunk_size: ClassVar[int] = 1024
+    """Examples per `_generate` call: bounds the temporaries at long lengths (part of the task's random stream)."""
+    max_rounds: ClassVar[int] = 50
+    """Redraws allowed for a split whose examples keep landing in an earlier split."""
 
     def __init__(
         self,
@@ -88,25 +89,41 @@ class SyntheticDataModule(L.LightningDataModule):
         self.seq_len = check_int("seq_len", seq_len)
         self.vocab_size = check_int("vocab_size", vocab_size)
         self.batch_size = check_int("batch_size", batch_size)
-        self.num_train = check_int("num_train", num_train)
-        self.num_val = check_int("num_val", num_val)
-        self.num_test = check_int("num_test", num_test)
+        self.sizes = {"val": check_int("num_val", num_val), "test": check_int("num_test", num_test),
+                      "train": check_int("num_train", num_train)}  # in drawing order: held-out splits first
+        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
         self.num_workers = check_int("num_workers", num_workers, minimum=0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
         self.datasets: dict[str, TokenDataset] = {}
         self.save_hyperparameters()
-        # Name the class the way LightningCLI does, so any checkpoint tells `seqmix evaluate` which task it learned.
-        self.hparams["_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        self.record_class_path()
+
+    def record_class_path(self) -> None:
+        """Name the class in the hyperparameters the way LightningCLI does, so a checkpoint tells its task."""
+        self.hparams["_class_path"] = class_path(type(self))
 
     @abstractmethod
     def check(self, seq_len: int) -> None:
         """Raise a ValueError naming the bad value if this task cannot be built at seq_len."""
 
     @abstractmethod
-    def _generate(self, n: int, seq_len: int, depth: float | None, generator: torch.Generator) -> dict[str, Tensor]:
-        """n examples of length seq_len (already checked)."""
+    def _generate(self, n: int, seq_len: int, depth: float | None, rng: Any) -> dict[str, Tensor]:
+        """n examples of length seq_len (already checked), drawn from the task's random stream `rng`."""
+
+    def split_rng(self, split: str) -> Any:
+        """The random stream a split is drawn from (each split its own, fixed by the seed)."""
+        return seeded_generator(self.seed, split)
+
+    def task_rng(self, generator: torch.Generator) -> Any:
+        """The task's random stream for a torch generator given to `generate` (here: that generator)."""
+        return generator
+
+    @property
+    def shuffle_seed(self) -> int:
+        """Seed of the training order (combined with the epoch by the sampler)."""
+        return seeded_generator(self.seed, "shuffle").initial_seed()
 
     def generate(
         self, n: int, seq_len: int | None = None, depth: float | None = None, generator: torch.Generator | None = None
@@ -120,50 +137,61 @@ class SyntheticDataModule(L.LightningDataModule):
             raise ValueError(f"{type(self).__name__} has no depth to control; leave depth=None")
         self.check(seq_len)
         generator = generator if generator is not None else seeded_generator(self.seed, "generate")
-        parts = [self._generate(min(CHUNK, n - i), seq_len, depth, generator) for i in range(0, n, CHUNK)]
+        return self._draw(n, seq_len, depth, self.task_rng(generator))
+
+    def _draw(self, n: int, seq_len: int, depth: float | None, rng: Any) -> dict[str, Tensor]:
+        """n examples from `rng`, generated `chunk_size` at a time."""
+        parts = [self._generate(min(self.chunk_size, n - i), seq_len, depth, rng) for i in range(0, n, self.chunk_size)]
         return {key: torch.cat([p[key] for p in parts]) for key in ("input_ids", "labels")}
 
     def setup(self, stage: str | None = None) -> None:
-        """Draw the three splits once: val and test from their own streams, train from its own minus any overlap."""
+        """Draw the three splits once, val then test then train, each from its own stream minus the earlier ones."""
         if self.datasets:
             return
-        held_out: set[bytes] = set()
-        for split, n in (("val", self.num_val), ("test", self.num_test)):
-            batch = self.generate(n, generator=seeded_generator(self.seed, split))
-            held_out.update(row_keys(batch))
-            self.datasets[split] = TokenDataset(batch["input_ids"], batch["labels"])
-        generator, kept, have = seeded_generator(self.seed, "train"), [], 0
-        for _ in range(20):
-            batch = self.generate(max(16, self.num_train - have), generator=generator)
-            keep = torch.tensor([key not in held_out for key in row_keys(batch)])
-            kept.append({k: v[keep] for k, v in batch.items()})
-            have += int(keep.sum())
-            if have >= self.num_train:
-                break
-        else:
-            raise DataError(
-                f"{type(self).__name__}: cannot draw {self.num_train} training examples distinct from the validation "
-                f"and test sets (seq_len={self.seq_len}, vocab_size={self.vocab_size}); the task has too few distinct "
-                "examples: raise seq_len or vocab_size, or lower num_val/num_test"
-            )
-        train = {k: torch.cat([p[k] for p in kept])[: self.num_train] for k in ("input_ids", "labels")}
-        self.datasets["train"] = TokenDataset(train["input_ids"], train["labels"])
+        self.check(self.seq_len)
+        earlier: set[bytes] = set()
+        for split, wanted in self.sizes.items():
+            rng, kept, have = self.split_rng(split), [], 0
+            for _ in range(self.max_rounds):
+                batch = self._draw(wanted - have, self.seq_len, None, rng)
+                keep = torch.tensor([key not in earlier for key in row_keys(batch)], dtype=torch.bool)
+                kept.append({k: v[keep] for k, v in batch.items()})
+                have += int(keep.sum())
+                if have == wanted:
+                    break
+            else:
+                word = "training" if split == "train" else split
+                raise DataError(
+                    f"{type(self).__name__}: cannot draw {wanted} {word} examples distinct from the earlier splits "
+                    f"(could only draw {have} of {wanted} {split} examples in {self.max_rounds} rounds); the task "
+                    f"has too few distinct examples ({self.describe()}): make it larger or ask for fewer examples"
+                )
+            data = {k: torch.cat([p[k] for p in kept]) for k in ("input_ids", "labels")}
+            self.datasets[split] = TokenDataset(data["input_ids"], data["labels"])
+            if split != "train":
+                earlier.update(row_keys(data))
+
+    def describe(self) -> str:
+        """The settings that bound how many distinct examples the task has (for error messages)."""
+        return f"seq_len={self.seq_len}, vocab_size={self.vocab_size}"
 
     def _loader(self, split: str) -> DataLoader:
-        if not self.datasets:
-            self.setup()
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, num_workers=self.num_workers)
+        self.setup()
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled anew each epoch (from the seed's "shuffle" stream and the epoch), resumable mid-epoch, sharded
+        """Shuffled anew each epoch (order seeded by `shuffle_seed` and the epoch), resumable mid-epoch, sharded
         under DDP."""
-        if not self.datasets:
-            self.setup()
-        seed = seeded_generator(self.seed, "shuffle").initial_seed()
-        return train_loader(self, self.datasets["train"], self.batch_size, seed=seed, num_workers=self.num_workers)
+        self.setup()
+        return train_loader(self, self.datasets["train"], self.batch_size, seed=self.shuffle_seed,
+                            num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
         return self._loader("test")

@@ -33,8 +33,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ..checks import check_int
 from ..io import atomic_open, atomic_write
-from . import DataError
+from .batch import DataError
 from .resumable import train_loader
 
 FORMAT_VERSION = 2  # 2: files that are not UTF-8 text are left out of a corpus found in folders or globs
@@ -291,11 +292,9 @@ class TextDataModule(L.LightningDataModule):
         if tokenizer == "bpe" and (not isinstance(bpe_vocab_size, int) or bpe_vocab_size < 257):
             raise ValueError(f"bpe_vocab_size must be an integer > 256 (the byte alphabet), got {bpe_vocab_size!r}")
         for name, value in (("seq_len", seq_len), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, value)
         for name, value in (("train_windows", train_windows), ("max_eval_windows", max_eval_windows)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+            check_int(name, value, optional=True)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 < value < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {value!r}")

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,14 +21,17 @@ from lightning.pytorch.loggers import CSVLogger
 
 from seqmix import archs
 from seqmix.train.callbacks import PerfMonitor
-from seqmix.train.data.mqar import MQARDataModule
+from seqmix.train.data import get_task
+from seqmix.train.io import atomic_write
 from seqmix.train.module import LMTask, check_optimizer_args
 from seqmix.train.preflight import unwritable
+from seqmix.train.progress import progress_bar
 from seqmix.train.tools.bench import format_summary, parse_mixer, quick, run_bench, write_outputs
 from seqmix.train.tools.bench.config import PATTERN_HELP
 
 DEFAULT_MIXERS = ("attention", "linear_attention", "mamba")
 REPORT = "report.md"
+TASK = "mqar"  # the registered task compare trains on (its options: --vocab-size, --seq-len, --kv-pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +90,7 @@ def mixer_args(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def train_one(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Fit one arm (a mixer or a hybrid pattern) on MQAR; return its sizes, validation accuracy and throughput."""
     L.seed_everything(args.seed, verbose=False)
-    data = MQARDataModule(
+    data = get_task(TASK)(
         vocab_size=args.vocab_size, seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, batch_size=args.batch_size,
         num_train_examples=max(args.steps * args.batch_size // 4, 2_000), num_val_examples=1_000, seed=args.seed,
     )
@@ -98,7 +102,7 @@ def train_one(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     run_name = re.sub(r"[^\w.+=-]", "_", label)  # a pattern's * and : do not belong in a folder name
     trainer = L.Trainer(
         max_steps=args.steps, accelerator="auto", devices=1, logger=CSVLogger(out / "train", name=run_name),
-        callbacks=[perf], enable_checkpointing=False, enable_model_summary=False, gradient_clip_val=1.0,
+        callbacks=[perf, progress_bar()], enable_checkpointing=False, enable_model_summary=False, gradient_clip_val=1.0,
         val_check_interval=None, check_val_every_n_epoch=None, limit_val_batches=0, log_every_n_steps=25,
     )
     start = time.perf_counter()
@@ -221,11 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(bench_dir)
         arms = args.mixers + (["attention_explicit"] if "attention" in args.mixers else [])
         config = quick(mixers=tuple(dict.fromkeys(arms)), n_layers=args.n_layers, out_dir=str(bench_dir))
-        rows = run_bench(config)
+        rows = run_bench(config, progress=sys.stderr.isatty())  # a log file gets no redrawn bar
         bench = (rows, write_outputs(rows, bench_dir, {"config": "quick"}))
     text = report(trained, bench, args)
-    (out / REPORT).write_text(text)
-    (out / "train_results.json").write_text(json.dumps(trained, indent=2) + "\n")
+    atomic_write(out / REPORT, text)
+    atomic_write(out / "train_results.json", json.dumps(trained, indent=2) + "\n")
     print(text)
     print(f"[compare] report written to {out / REPORT} in {time.perf_counter() - started:.0f}s", flush=True)
     return 0

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from seqmix.archs import ModelConfig, get_mixer, match_params, match_width, non_embedding_params, pattern_name
+from seqmix.train.checks import check_int
 
 from .measure import DTYPES, MODES
 
@@ -139,13 +140,9 @@ class BenchConfig:
         if self.params is not None and self.d_model is not None:
             raise ValueError(f"give a parameter budget (params={self.params}) or a width (d_model={self.d_model}), not both")
         for name in ("n_layers", "vocab_size", "batch", "decode_steps", "repeats", "rounds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name))
         for name in ("params", "d_model", "tokens_per_batch", "decode_batch", "threads"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+            check_int(name, getattr(self, name), optional=True)
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
         if self.dtype not in DTYPES:

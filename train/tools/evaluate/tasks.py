@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from seqmix.archs import LanguageModel
 
+from ...data import TASKS, get_task, task_name
 from ...data.synthetic import seeded_generator
-
-TASKS = {
-    "needle": "seqmix.train.data.needle.NeedleDataModule",
-    "multi_needle": "seqmix.train.data.needle.MultiNeedleDataModule",
-    "induction": "seqmix.train.data.induction.InductionDataModule",
-    "selective_copying": "seqmix.train.data.copying.SelectiveCopyingDataModule",
-    "mqar": "seqmix.train.data.mqar.MQARDataModule",
-}
-"""Task name -> data module class path (the class a checkpoint's data hyperparameters are given back to)."""
 
 DEPTH_LABELS = {
     "needle": "needle depth (fraction of context)",
@@ -48,34 +38,16 @@ class Task:
 
     def sample(self, n: int, length: int, depth: float | None, seed: int) -> dict[str, Tensor]:
         """n examples at this length (and depth), from a stream that depends only on (seed, length, depth)."""
-        if self.name == "mqar":
-            from ...data.mqar import generate_mqar
-
-            dm = self.datamodule
-            rng = np.random.default_rng([seed, 1000, length])  # not one of MQAR's split streams (0, 1, 2)
-            inputs, labels = generate_mqar(n, length, dm.num_kv_pairs, dm.vocab_size, dm.power_a, rng)
-            return {"input_ids": inputs, "labels": labels}
         return self.datamodule.generate(n, length, depth, generator=eval_generator(seed, length, depth))
 
     def check(self, length: int) -> None:
         """Raise a ValueError naming the length if the task cannot be built there."""
-        if self.name == "mqar":
-            from ...data.mqar import check_mqar
-
-            dm = self.datamodule
-            check_mqar(length, dm.num_kv_pairs, dm.vocab_size, dm.power_a)
-        else:
-            self.datamodule.check(length)
+        self.datamodule.check(length)
 
 
 def eval_generator(seed: int, length: int, depth: float | None) -> torch.Generator:
     """The random stream of one grid cell (separate from the train / val / test streams)."""
     return seeded_generator(seed, "evaluate", length, "random" if depth is None else repr(float(depth)))
-
-
-def _import(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def run_config(ckpt: Path) -> dict[str, Any] | None:
@@ -91,9 +63,9 @@ def run_config(ckpt: Path) -> dict[str, Any] | None:
 def infer_task(ckpt: Path, hparams: dict[str, Any]) -> str:
     """The task of a checkpoint: from the data class the CLI recorded in its hyperparameters, else its config.yaml."""
     class_path = hparams.get("_class_path") or ((run_config(ckpt) or {}).get("data") or {}).get("class_path")
-    for name, path in TASKS.items():
-        if class_path == path:
-            return name
+    name = task_name(class_path)
+    if name is not None:
+        return name
     raise ValueError(
         f"cannot tell the task of {ckpt} (data class {class_path!r}); pass --task, one of {', '.join(TASKS)}"
     )
@@ -115,9 +87,7 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[LanguageModel, di
 
 def build_task(name: str, hparams: dict[str, Any], model_vocab: int) -> Task:
     """Rebuild the data module of `name` from hyperparameters (default: the class's, at the model's vocabulary)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    cls = _import(TASKS[name])
+    cls = get_task(name)
     hparams = {k: v for k, v in hparams.items() if not k.startswith("_")} or {"vocab_size": model_vocab}
     try:
         dm = cls(**hparams)
