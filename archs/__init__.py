@@ -1,9 +1,10 @@
 """What a model is: the mixer contract, the mixers, the backbone, accounting and size matching."""
 
-from . import attention, linear_attention, mamba  # noqa: F401  (importing registers the mixers)
+from . import attention, linear_attention, mamba, mamba2  # noqa: F401  (importing registers the mixers)
 from .attention import Attention
 from .linear_attention import LinearAttention
 from .mamba import Mamba
+from .mamba2 import Mamba2
 from .mixer import MIXERS, Mixer, State, get_mixer, register
 from .model import LanguageModel, MixerFactory, ModelConfig, preset
 from .sizing import match_params, match_width, non_embedding_params
@@ -15,7 +16,7 @@ def no_weight_decay(name: str, param) -> bool:
 
 
 __all__ = [
-    "MIXERS", "Attention", "LanguageModel", "LinearAttention", "Mamba", "Mixer", "MixerFactory", "ModelConfig",
+    "MIXERS", "Attention", "LanguageModel", "LinearAttention", "Mamba", "Mamba2", "Mixer", "MixerFactory", "ModelConfig",
     "State", "get_mixer", "match_params", "match_width", "no_weight_decay", "non_embedding_params", "preset",
     "register",
 ]

@@ -1,0 +1,151 @@
+"""Our Mamba2 against mamba_ssm's official Mamba-2 block, same weights, fp32, on CPU.
+
+What runs where: the official block's forward (its unfused `use_mem_eff_path=False` route: in_proj, nn.Conv1d, SSD,
+gated RMSNorm, out_proj), its prefill into an inference cache and its `step` are the official code. Two pieces of
+that route are Triton kernels, which do not run on CPU as shipped: the SSD `mamba_chunk_scan_combined` and the gated
+RMSNorm `RMSNormGated`. Here they are swapped for the official pure-PyTorch references, `ssd_selective_scan` (over
+`selective_scan_ref`) with `ssd_minimal_discrete` for the final state, and `rms_norm_ref`. The real Triton kernels,
+including `selective_state_update` for grouped decode, run in a fresh interpreted process in the slow test at the end
+(mamba2_triton_cases.py). The fused `use_mem_eff_path=True` route needs the causal_conv1d CUDA extension and is not run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqmix.archs import LanguageModel, ModelConfig
+
+from .mamba2_official import OPTION_CASES, import_official, official_states, twin
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+DECODE_CASES = [c for c in OPTION_CASES if c[1].get("ngroups", 1) == 1 and not c[1].get("D_has_hdim")]
+
+
+def reference_chunk_scan(ssd, ssd_minimal_discrete):
+    """mamba_chunk_scan_combined's semantics from the official references (no final state without the second)."""
+
+    def chunk_scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
+                   dt_limit=(0.0, float("inf")), return_final_states=False, seq_idx=None, cu_seqlens=None,
+                   return_varlen_states=False):
+        assert seq_idx is None and cu_seqlens is None and not return_varlen_states
+        y = ssd.ssd_selective_scan(x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=dt_limit)
+        if not return_final_states:
+            return y
+        dt = dt + dt_bias if dt_bias is not None else dt  # the discretisation ssd_selective_scan applies, (B, L, H)
+        dt = (F.softplus(dt) if dt_softplus else dt).clamp(*dt_limit)
+        heads = x.shape[2] // B.shape[2]
+        pad = (-x.shape[1]) % chunk_size  # padded tokens: dt*x = 0 and log decay 0 leave the state as it is
+        X, dA, Bh, Ch = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (
+            x * dt[..., None], dt * A, B.repeat_interleave(heads, dim=2), C.repeat_interleave(heads, dim=2)))
+        _, final = ssd_minimal_discrete(X, dA, Bh, Ch, chunk_size)
+        return y, final
+
+    return chunk_scan
+
+
+@pytest.fixture(scope="module")
+def official():
+    """The official mamba2 module, its Triton SSD and gated norm pointed at the official PyTorch references."""
+    mamba2 = import_official()
+    import mamba_ssm.ops.selective_scan_interface as scan_interface
+    import mamba_ssm.ops.triton.ssd_combined as ssd
+    from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete
+    from mamba_ssm.ops.triton.layernorm_gated import rms_norm_ref
+
+    def norm_ref(self, x, z=None):
+        return rms_norm_ref(x, self.weight, self.bias, z=z, eps=self.eps, group_size=self.group_size,
+                            norm_before_gate=self.norm_before_gate)
+
+    patches = [(mamba2, "mamba_chunk_scan_combined", reference_chunk_scan(ssd, ssd_minimal_discrete)),
+               (mamba2, "selective_state_update", None),  # the official pure-PyTorch step (ngroups == 1)
+               (scan_interface, "selective_scan_fn", scan_interface.selective_scan_ref),
+               (mamba2.RMSNormGated, "forward", norm_ref)]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    yield mamba2
+    for owner, name, value in saved:
+        setattr(owner, name, value)
+
+
+@pytest.mark.parametrize("d_model, kwargs, length", OPTION_CASES, ids=str)
+def test_initial_weights_are_the_officials_from_one_seed(official, d_model, kwargs, length):
+    ours, _ = twin(official, d_model, seed=3, **kwargs)
+    torch.manual_seed(3)
+    theirs = official.Mamba2(d_model, **{**kwargs, "headdim": ours.headdim})
+    for name, want in theirs.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], want, rtol=0, atol=0, msg=name)
+    assert (ours.nheads, ours.d_ssm, ours.d_inner) == (theirs.nheads, theirs.d_ssm, theirs.d_inner)
+
+
+@pytest.mark.parametrize("d_model, kwargs, length", OPTION_CASES, ids=str)
+def test_forward_matches_official(official, d_model, kwargs, length):
+    ours, theirs = twin(official, d_model, **kwargs)
+    with torch.no_grad():  # away from the init, so that the norm and gate weights and D matter too
+        for p in ours.parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, length, d_model)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("d_model, kwargs, length", DECODE_CASES, ids=str)
+@pytest.mark.parametrize("split", [1, 6])
+def test_prefill_and_decode_match_official(official, d_model, kwargs, length, split):
+    ours, theirs = twin(official, d_model, **kwargs)
+    x = torch.randn(2, length, d_model)
+    cache = types.SimpleNamespace(seqlen_offset=0, key_value_memory_dict={})
+    want = theirs(x[:, :split], inference_params=cache)  # the official prefill fills conv and SSM states
+    got, state = ours.prefill(x[:, :split])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    conv_state, ssm_state = cache.key_value_memory_dict[0]
+    torch.testing.assert_close(state["conv"], conv_state[..., 1:], rtol=0, atol=0)
+    torch.testing.assert_close(state["ssm"].transpose(-1, -2), ssm_state, rtol=1e-5, atol=1e-5)
+    for t in range(split, length):
+        want, conv_state, ssm_state = theirs.step(x[:, t : t + 1], conv_state, ssm_state)
+        got, state = ours.step(x[:, t], state)
+        torch.testing.assert_close(got, want[:, 0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(official_states(ours, state)[1], ssm_state, rtol=1e-5, atol=1e-5)
+
+
+def test_init_survives_the_backbone_and_skips_weight_decay():
+    from seqmix.archs import no_weight_decay
+
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(mixer="mamba2", d_model=64, n_layers=3, mixer_args={"d_state": 8}))
+    for block in model.blocks:
+        m = block.mixer
+        assert m.nheads == 2 and m.headdim == 64
+        A = torch.exp(m.A_log)
+        assert A.min() >= 1 and A.max() <= 16 and m.A_log.dtype == torch.float32
+        torch.testing.assert_close(m.D, torch.ones(2))
+        dt = F.softplus(m.dt_bias)
+        assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 1e-1 * 1.001
+        torch.testing.assert_close(m.norm.weight, torch.ones(128))
+        bound = 1 / math.sqrt(64)  # nn.Linear's default init, not the backbone's normal(0, 0.02)
+        assert m.in_proj.weight.abs().max() <= bound and m.in_proj.weight.std() > 0.02 * 1.5
+    exempt = {n.split("mixer.")[-1] for n, p in model.named_parameters() if "mixer" in n and no_weight_decay(n, p)}
+    assert exempt == {"A_log", "D", "dt_bias", "conv1d.bias", "norm.weight"}
+
+
+@pytest.mark.slow  # a fresh interpreted process: the official Triton kernels under TRITON_INTERPRET=1
+def test_official_triton_kernels_match_in_an_interpreted_process() -> None:
+    if importlib.util.find_spec("triton") is None or importlib.util.find_spec("mamba_ssm") is None:
+        pytest.skip("triton and mamba-ssm are needed for the official Triton kernels")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(HERE, "mamba2_triton_cases.py")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert proc.returncode == 0, f"official Triton cases failed ({summary}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert " passed" in summary and "skipped" not in summary, summary
