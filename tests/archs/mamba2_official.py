@@ -24,7 +24,7 @@ OPTION_CASES = [
 
 
 def import_official(triton_interpret: bool = False) -> types.ModuleType:
-    """mamba_ssm.modules.mamba2 with the missing CUDA extension stubbed; skip the test if mamba-ssm is absent.
+    """mamba_ssm.modules.mamba2 with the missing CUDA extensions stubbed; skip the test if mamba-ssm is absent.
 
     With triton_interpret (a process started with TRITON_INTERPRET=1), two shims let the official Triton kernels run
     on CPU tensors: every `triton.autotune` keeps its first config (the interpreter cannot benchmark several), and
@@ -38,7 +38,8 @@ def import_official(triton_interpret: bool = False) -> types.ModuleType:
         autotune = triton.autotune
         triton.autotune = lambda configs, key, **kw: autotune(configs=configs[:1], key=key, **kw)
         torch.cuda.device = lambda index: contextlib.nullcontext()
-    sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+    for extension in ("selective_scan_cuda", "causal_conv1d_cuda"):  # CUDA-only; nothing here calls into them
+        sys.modules.setdefault(extension, types.ModuleType(extension))
     import mamba_ssm.modules.mamba2 as official
 
     official.causal_conv1d_fn = official.causal_conv1d_update = None  # its own nn.Conv1d / rolled-window paths

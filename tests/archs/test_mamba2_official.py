@@ -1,12 +1,14 @@
 """Our Mamba2 against mamba_ssm's official Mamba-2 block, same weights, fp32, on CPU.
 
-What runs where: the official block's forward (its unfused `use_mem_eff_path=False` route: in_proj, nn.Conv1d, SSD,
-gated RMSNorm, out_proj), its prefill into an inference cache and its `step` are the official code. Two pieces of
-that route are Triton kernels, which do not run on CPU as shipped: the SSD `mamba_chunk_scan_combined` and the gated
-RMSNorm `RMSNormGated`. Here they are swapped for the official pure-PyTorch references, `ssd_selective_scan` (over
-`selective_scan_ref`) with `ssd_minimal_discrete` for the final state, and `rms_norm_ref`. The real Triton kernels,
-including `selective_state_update` for grouped decode, run in a fresh interpreted process in the slow test at the end
-(mamba2_triton_cases.py). The fused `use_mem_eff_path=True` route needs the causal_conv1d CUDA extension and is not run.
+What runs where. Official code, as shipped: the block's construction and init, its unfused forward
+(`use_mem_eff_path=False`: in_proj, nn.Conv1d, SSD, gated RMSNorm, out_proj), its prefill into an inference cache
+and its pure-PyTorch `step`. Official Triton kernels that do not run on CPU as shipped are swapped, in this process,
+for the official PyTorch references: the SSD `mamba_chunk_scan_combined` for `ssd_selective_scan` (over
+`selective_scan_ref`, plus `ssd_minimal_discrete` for the final state), the gated norm `RMSNormGated` for
+`rms_norm_ref`. The fused route (`use_mem_eff_path=True`) calls `mamba_split_conv1d_scan_combined`, whose conv is the
+causal_conv1d CUDA extension: it is compared through `mamba_split_conv1d_scan_ref` with `causal_conv1d_ref`.
+The real Triton kernels (`mamba_chunk_scan_combined`, `RMSNormGated`, and `selective_state_update` for grouped
+decode) run in a fresh process under TRITON_INTERPRET=1 in the slow test at the end (mamba2_triton_cases.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from .mamba2_official import OPTION_CASES, import_official, official_states, twi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-DECODE_CASES = [c for c in OPTION_CASES if c[1].get("ngroups", 1) == 1 and not c[1].get("D_has_hdim")]
+# the official pure-PyTorch step takes ngroups == 1 only, breaks on D_has_hdim and does not clamp dt to dt_limit
+DECODE_CASES = [c for c in OPTION_CASES if c[1].get("ngroups", 1) == 1 and not {"D_has_hdim", "dt_limit"} & set(c[1])]
 
 
 def reference_chunk_scan(ssd, ssd_minimal_discrete):
@@ -59,6 +62,7 @@ def official():
     mamba2 = import_official()
     import mamba_ssm.ops.selective_scan_interface as scan_interface
     import mamba_ssm.ops.triton.ssd_combined as ssd
+    from causal_conv1d.causal_conv1d_interface import causal_conv1d_ref
     from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete
     from mamba_ssm.ops.triton.layernorm_gated import rms_norm_ref
 
@@ -66,7 +70,15 @@ def official():
         return rms_norm_ref(x, self.weight, self.bias, z=z, eps=self.eps, group_size=self.group_size,
                             norm_before_gate=self.norm_before_gate)
 
+    def fused_ref(*args, seq_idx=None, **kwargs):  # the fused route's reference takes no seq_idx
+        assert seq_idx is None
+        return ssd.mamba_split_conv1d_scan_ref(*args, **kwargs)
+
     patches = [(mamba2, "mamba_chunk_scan_combined", reference_chunk_scan(ssd, ssd_minimal_discrete)),
+               (mamba2, "mamba_split_conv1d_scan_combined", fused_ref),
+               (ssd, "causal_conv1d_fn", causal_conv1d_ref),
+               (ssd, "rmsnorm_fn", lambda x, w, b, z=None, eps=1e-6, group_size=None, norm_before_gate=True:
+                   rms_norm_ref(x, w, b, z=z, eps=eps, group_size=group_size, norm_before_gate=norm_before_gate)),
                (mamba2, "selective_state_update", None),  # the official pure-PyTorch step (ngroups == 1)
                (scan_interface, "selective_scan_fn", scan_interface.selective_scan_ref),
                (mamba2.RMSNormGated, "forward", norm_ref)]
@@ -90,12 +102,41 @@ def test_initial_weights_are_the_officials_from_one_seed(official, d_model, kwar
 
 @pytest.mark.parametrize("d_model, kwargs, length", OPTION_CASES, ids=str)
 def test_forward_matches_official(official, d_model, kwargs, length):
+    ours, theirs = perturbed_twin(official, d_model, **kwargs)
+    x = torch.randn(2, length, d_model)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def perturbed_twin(official, d_model: int, **kwargs):
+    """twin() moved away from the init, so that the norm weight, D, dt_bias and A_log all matter."""
     ours, theirs = twin(official, d_model, **kwargs)
-    with torch.no_grad():  # away from the init, so that the norm and gate weights and D matter too
+    with torch.no_grad():
         for p in ours.parameters():
             if p.ndim == 1:
                 p.add_(torch.randn_like(p) * 0.3)
     theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("d_model, kwargs, length", OPTION_CASES[:3], ids=str)
+def test_gradients_match_official(official, d_model, kwargs, length):
+    ours, theirs = perturbed_twin(official, d_model, **kwargs)
+    x = torch.randn(2, length, d_model)
+    for m in (ours, theirs):
+        m(x).square().sum().backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+# the fused reference, mamba_split_conv1d_scan_ref, norms the whole d_ssm (no group_size), where the module's unfused
+# path and its fused CUDA kernel norm per group: only ngroups == 1 is the same block; it also has no gated-MLP half
+FUSED_CASES = [c for c in OPTION_CASES if c[1].get("ngroups", 1) == 1 and "d_ssm" not in c[1]]
+
+
+@pytest.mark.parametrize("d_model, kwargs, length", FUSED_CASES, ids=str)
+def test_forward_matches_the_official_fused_route(official, d_model, kwargs, length):
+    ours, theirs = perturbed_twin(official, d_model, **kwargs)
+    theirs.use_mem_eff_path = True  # mamba_split_conv1d_scan_combined, pointed at its official reference
     x = torch.randn(2, length, d_model)
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
 
