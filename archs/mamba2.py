@@ -60,15 +60,18 @@ class GatedRMSNorm(nn.Module):
 @register
 class Mamba2(Mixer):
     """Mamba-2: in_proj -> [z | xBC | dt], causal depthwise conv + SiLU on xBC, SSD per head (+D skip),
-    gated RMSNorm with z, out_proj; the official `mamba_ssm.modules.mamba2.Mamba2` block.
+    gated RMSNorm with z, out_proj; the official `mamba_ssm.modules.mamba2.Mamba2` block (tested against it).
 
-    The options and their defaults are the official ones, with one change: `headdim=None` (default) means 64, the
-    official value, whenever 64 divides the SSM width, else the largest divisor below 64 (so that every d_model
-    is a valid width: at d_model=16 the SSM width is 32 and 64 cannot divide it). Pass headdim to fix it; it must
-    then divide d_ssm. `chunk_size` is our kernel's (64; the official 256 sizes its Triton kernel's tiles); the
-    official fused-path and sharding options (use_mem_eff_path, process_group, ...) are not taken: they change how
-    the official block computes, not what. The SSD runs on
-    `kernels.gated_linear_attention` with q <- C, k <- B, v <- dt * x, log_decay <- dt * A, in at least fp32.
+    The SSD runs on `kernels.gated_linear_attention` with q <- C, k <- B (each group's B and C shared by its heads),
+    v <- dt * x, log_decay <- dt * A, in at least fp32; decode keeps the last d_conv - 1 conv inputs and the
+    (nheads, d_state, headdim) state, advanced by `gla_step`.
+
+    Options and defaults are the official ones (d_state=128, expand=2, A_init_range=(1, 16), ...), with one change:
+    `headdim=None` (default) means 64, the official value, whenever 64 divides the SSM width, else the largest
+    divisor below 64, so that every d_model is a valid width (at d_model=16 the SSM width is 32). Pass headdim to
+    fix it; it must then divide d_ssm. `chunk_size` is our kernel's (64; the official 256 sizes its Triton tiles).
+    The official fused-path and sharding options (use_mem_eff_path, process_group, ...) are not taken: they change
+    how the official block computes, not what.
     """
 
     name = "mamba2"
