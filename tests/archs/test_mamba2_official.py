@@ -23,8 +23,11 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from seqmix.archs import LanguageModel, ModelConfig
+from seqmix.archs.mamba2 import default_headdim
 
 from .mamba2_official import OPTION_CASES, import_official, official_states, twin
 
@@ -190,3 +193,25 @@ def test_official_triton_kernels_match_in_an_interpreted_process() -> None:
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert proc.returncode == 0, f"official Triton cases failed ({summary}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     assert " passed" in summary and "skipped" not in summary, summary
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    d_model=st.sampled_from([8, 12, 16, 24]),
+    expand=st.integers(1, 2),
+    d_state=st.integers(1, 12),
+    d_conv=st.integers(2, 5),  # the official unfused conv slices [:-(d_conv - 1)], empty at d_conv=1
+    heads_groups=st.sampled_from([(None, 1), (4, 1), (4, 2), (2, 4), (8, 1)]),
+    flags=st.fixed_dictionaries({"D_has_hdim": st.booleans(), "norm_before_gate": st.booleans(),
+                                 "rmsnorm": st.booleans(), "bias": st.booleans(), "conv_bias": st.booleans()}),
+    length=st.integers(1, 30),
+)
+def test_forward_matches_official_over_the_option_space(official, d_model, expand, d_state, d_conv, heads_groups,
+                                                        flags, length):
+    headdim, ngroups = heads_groups
+    kwargs = dict(d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, ngroups=ngroups, **flags)
+    d_ssm = expand * d_model
+    assume((headdim is None or d_ssm % headdim == 0) and (d_ssm // (headdim or default_headdim(d_ssm, 1))) % ngroups == 0)
+    ours, theirs = perturbed_twin(official, d_model, **kwargs)
+    x = torch.randn(2, length, d_model)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
