@@ -1,11 +1,12 @@
 """What a model is: the mixer contract, the mixers, the backbone, accounting and size matching."""
 
-from . import attention, linear_attention, mamba  # noqa: F401  (importing registers the mixers)
+from . import attention, linear_attention, mamba, retnet  # noqa: F401  (registers them)
 from .attention import Attention
 from .linear_attention import LinearAttention
 from .mamba import Mamba
 from .mixer import MIXERS, Mixer, State, get_mixer, register
 from .model import LanguageModel, MixerFactory, ModelConfig, preset
+from .retnet import RetNet
 from .sizing import match_params, match_width, non_embedding_params
 
 
@@ -15,7 +16,7 @@ def no_weight_decay(name: str, param) -> bool:
 
 
 __all__ = [
-    "MIXERS", "Attention", "LanguageModel", "LinearAttention", "Mamba", "Mixer", "MixerFactory", "ModelConfig",
-    "State", "get_mixer", "match_params", "match_width", "no_weight_decay", "non_embedding_params", "preset",
-    "register",
+    "MIXERS", "Attention", "LanguageModel", "LinearAttention", "Mamba", "Mixer",
+    "MixerFactory", "ModelConfig", "RetNet", "State", "get_mixer", "match_params", "match_width", "no_weight_decay",
+    "non_embedding_params", "preset", "register",
 ]

@@ -8,6 +8,7 @@ VARIANTS = {
     "linear_attention_identity": ("linear_attention", {"feature_map": "identity", "normalize": False}),
     "linear_attention_relu_chunk5": ("linear_attention", {"feature_map": "relu", "chunk_size": 5}),
     "mamba_dstate1_conv2": ("mamba", {"d_state": 1, "d_conv": 2, "expand": 1}),
+    "retnet_nogate_chunk5": ("retnet", {"output_gate": False, "chunk_size": 5}),
 }
 
 CASES = {name: (name, {}) for name in MIXERS} | VARIANTS
