@@ -9,6 +9,7 @@ VARIANTS = {
     "linear_attention_relu_chunk5": ("linear_attention", {"feature_map": "relu", "chunk_size": 5}),
     "mamba_dstate1_conv2": ("mamba", {"d_state": 1, "d_conv": 2, "expand": 1}),
     "retnet_nogate_chunk5": ("retnet", {"output_gate": False, "chunk_size": 5}),
+    "gla_conv3_nogate_chunk5": ("gla", {"conv_size": 3, "output_gate": False, "chunk_size": 5}),
 }
 
 CASES = {name: (name, {}) for name in MIXERS} | VARIANTS
