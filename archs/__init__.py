@@ -1,8 +1,9 @@
 """What a model is: the mixer contract, the mixers, the backbone, accounting and size matching."""
 
-from . import attention, deltanet, gla, linear_attention, mamba, retnet  # noqa: F401  (registers them)
+from . import attention, deltanet, gated_deltanet, gla, linear_attention, mamba, retnet  # noqa: F401  (registers them)
 from .attention import Attention
 from .deltanet import DeltaNet
+from .gated_deltanet import GatedDeltaNet
 from .gla import GLA
 from .linear_attention import LinearAttention
 from .mamba import Mamba
@@ -18,7 +19,7 @@ def no_weight_decay(name: str, param) -> bool:
 
 
 __all__ = [
-    "GLA", "MIXERS", "Attention", "DeltaNet", "LanguageModel", "LinearAttention", "Mamba", "Mixer",
+    "GLA", "MIXERS", "Attention", "DeltaNet", "GatedDeltaNet", "LanguageModel", "LinearAttention", "Mamba", "Mixer",
     "MixerFactory", "ModelConfig", "RetNet", "State", "get_mixer", "match_params", "match_width", "no_weight_decay",
     "non_embedding_params", "preset", "register",
 ]
