@@ -18,7 +18,6 @@ class GLA(RecurrentMixer):
     layer's defaults (4 heads, expand_k 0.5, expand_v 1, normalizer 16, no short conv)."""
 
     name = "gla"
-    per_channel_decay = True
 
     def __init__(
         self,

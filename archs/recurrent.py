@@ -14,7 +14,6 @@ from seqmix import kernels
 from seqmix.kernels.delta_rule import DEFAULT_CHUNK as DELTA_CHUNK
 from seqmix.kernels.delta_rule import delta_rule_step
 from seqmix.kernels.gated_linear_attention import DEFAULT_CHUNK as GLA_CHUNK
-from seqmix.kernels.gated_linear_attention import DEFAULT_CHUNK_PER_CHANNEL as GLA_CHUNK_PER_CHANNEL
 from seqmix.kernels.gated_linear_attention import gla_step
 
 from .mixer import Mixer, State, positive_int
@@ -183,8 +182,6 @@ class RecurrentMixer(Mixer):
         shared = d * (2 * kd + vd) + (d * vd if self.g_proj is not None else 0) + self.head_v + vd * d
         return shared + (self.conv.param_count() if self.conv is not None else 0) + self._extra_params()
 
-    per_channel_decay = False  # True when log_decay is (B, H, L, dk): GLA
-
     def _recurrence_flops(self, seq_len: int) -> float:
         """Forward FLOPs per token of the chunked kernel's matmuls (a chunk of c tokens is computed whole)."""
         h, dk, dv = self.n_heads, self.head_k, self.head_v
@@ -193,9 +190,8 @@ class RecurrentMixer(Mixer):
             # K K^T and Q K^T; the unit-triangular solve for [U | W]; W S_0, K^T u, Q S_0; scores @ u
             per_head = 4 * c * dk + c * (dv + dk) + 6 * dk * dv + 2 * c * dv
         else:
-            per_channel = self.per_channel_decay
-            c = self.chunk_size or (GLA_CHUNK_PER_CHANNEL if per_channel else GLA_CHUNK)
-            # q k^T scores (per channel: q * decay, then summed against k), scores @ v, k^T v, q S
+            c = self.chunk_size or GLA_CHUNK
+            # q k^T scores (per channel: between q and k scaled by their decays), scores @ v, k^T v, q S
             per_head = 2 * c * dk + 2 * c * dv + 4 * dk * dv
         padded = -(-max(seq_len, 1) // c) * c
         return h * per_head * padded / max(seq_len, 1)
