@@ -1,12 +1,16 @@
 """What a model is: the mixer contract, the mixers, the backbone, accounting and size matching."""
 
-from . import attention, linear_attention, mamba, mamba2  # noqa: F401  (importing registers the mixers)
+from . import attention, deltanet, gated_deltanet, gla, linear_attention, mamba, mamba2, retnet  # noqa: F401  (registers)
 from .attention import Attention
+from .deltanet import DeltaNet
+from .gated_deltanet import GatedDeltaNet
+from .gla import GLA
 from .linear_attention import LinearAttention
 from .mamba import Mamba
 from .mamba2 import Mamba2
 from .mixer import MIXERS, Mixer, State, get_mixer, register
 from .model import LanguageModel, MixerFactory, ModelConfig, preset
+from .retnet import RetNet
 from .sizing import match_params, match_width, non_embedding_params
 
 
@@ -16,7 +20,7 @@ def no_weight_decay(name: str, param) -> bool:
 
 
 __all__ = [
-    "MIXERS", "Attention", "LanguageModel", "LinearAttention", "Mamba", "Mamba2", "Mixer", "MixerFactory", "ModelConfig",
-    "State", "get_mixer", "match_params", "match_width", "no_weight_decay", "non_embedding_params", "preset",
-    "register",
+    "GLA", "MIXERS", "Attention", "DeltaNet", "GatedDeltaNet", "LanguageModel", "LinearAttention", "Mamba", "Mamba2",
+    "Mixer", "MixerFactory", "ModelConfig", "RetNet", "State", "get_mixer", "match_params", "match_width", "no_weight_decay",
+    "non_embedding_params", "preset", "register",
 ]

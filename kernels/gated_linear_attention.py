@@ -15,7 +15,10 @@ from torch import Tensor
 from .validate import check_recurrence_inputs, compute_dtype
 
 DEFAULT_CHUNK = 64
-DEFAULT_CHUNK_PER_CHANNEL = 16  # per-channel decay materialises a (chunk, chunk, dk) decay tensor per chunk
+# Per-channel decays enter the scores as (q_t e^{b_t - m}) . (k_s e^{m - b_s}) around the chunk's middle m; that is
+# exact while |b - m| <= FACTOR_LIMIT (e^30 keeps both factors far from fp32 overflow). A chunk whose decay spans more
+# (a near-zero gate) is computed from the (C, C, dk) tensor of exp(b_t - b_s) instead.
+FACTOR_LIMIT = 30.0
 
 
 def gated_linear_attention(
@@ -115,6 +118,23 @@ def chunk_decays(log_decay: Tensor, n: int, size: int, strict: bool = False):
     return decay, cum.exp(), (last - cum).exp(), last[:, :, :, 0]
 
 
+def _per_channel_scores(qc: Tensor, kc: Tensor, cum: Tensor) -> Tensor:
+    """scores_ts = sum_c q_tc k_sc exp(b_tc - b_sc) for s <= t, else 0; qc, kc, cum (B, H, n, C, dk) -> (B, H, n, C, C)."""
+    size = qc.shape[3]
+    causal = _causal_mask(size, qc.device)
+    mid = (cum[:, :, :, :1] + cum[:, :, :, -1:]) / 2  # (B, H, n, 1, dk); cum decreases along the chunk
+    rel = (cum - mid).clamp(-FACTOR_LIMIT, FACTOR_LIMIT)  # clamped only in chunks recomputed below
+    scores = ((qc * rel.exp()) @ (kc * (-rel).exp()).transpose(-1, -2)).masked_fill(~causal, 0.0)
+    wide = (cum[:, :, :, 0] - cum[:, :, :, -1] > 2 * FACTOR_LIMIT).any(-1)  # (B, H, n)
+    if bool(wide.any()):
+        idx = wide.nonzero(as_tuple=True)
+        qw, kw, cw = qc[idx], kc[idx], cum[idx]  # (m, C, dk)
+        diff = (cw[:, :, None, :] - cw[:, None, :, :]).masked_fill(~causal[:, :, None], float("-inf"))  # (m, C, C, dk)
+        exact = torch.einsum("mtsc,mtc,msc->mts", diff.exp(), qw, kw)
+        scores = scores.index_put(idx, exact)
+    return scores
+
+
 def pad_to_chunks(size: int, *tensors: Tensor | None) -> tuple[int, list[Tensor | None]]:
     """Zero-pad the L axis (dim 2) of each tensor up to a multiple of size; returns the chunk count and the tensors.
 
@@ -147,7 +167,7 @@ def gla_chunked(
     if length == 0:
         return v.new_zeros(v.shape).to(out_dtype), state
     per_channel = log_decay is not None and log_decay.dim() == 4
-    size = chunk_size or (DEFAULT_CHUNK_PER_CHANNEL if per_channel else DEFAULT_CHUNK)
+    size = chunk_size or DEFAULT_CHUNK
     n, (q, k, v, log_decay) = pad_to_chunks(size, q, k, v, log_decay)
     qc, kc = q.reshape(b, h, n, size, dk), k.reshape(b, h, n, size, dk)  # (B, H, n, C, dk)
     vc = v.reshape(b, h, n, size, dv)  # (B, H, n, C, dv)
@@ -155,14 +175,15 @@ def gla_chunked(
     if log_decay is None:
         scores = (qc @ kc.transpose(-1, -2)).masked_fill(~_causal_mask(size, q.device), 0.0)
         q_in, k_out, chunk_log = qc, kc, None
+    elif per_channel:
+        cum = torch.cumsum(log_decay.reshape(b, h, n, size, dk), dim=3)  # (B, H, n, C, dk)
+        scores = _per_channel_scores(qc, kc, cum)
+        last = cum[:, :, :, -1:]
+        q_in, k_out, chunk_log = qc * cum.exp(), kc * (last - cum).exp(), last[:, :, :, 0]
     else:
         decay, q_decay, k_decay, chunk_log = chunk_decays(log_decay, n, size)
-        if per_channel:  # scores_ts = sum_c q_tc k_sc exp(b_tc - b_sc)
-            scores = torch.einsum("bhntsc,bhnsc->bhnts", qc[:, :, :, :, None, :] * decay, kc)
-            q_in, k_out = qc * q_decay, kc * k_decay
-        else:
-            scores = (qc @ kc.transpose(-1, -2)) * decay
-            q_in, k_out = qc * q_decay[..., None], kc * k_decay[..., None]
+        scores = (qc @ kc.transpose(-1, -2)) * decay
+        q_in, k_out = qc * q_decay[..., None], kc * k_decay[..., None]
     chunk_kv = k_out.transpose(-1, -2) @ vc  # (B, H, n, dk, dv): what each chunk adds to the state at its end
     before, state = pass_chunk_states(chunk_kv, chunk_log, state)
     o = scores @ vc + q_in @ before  # (B, H, n, C, dv)

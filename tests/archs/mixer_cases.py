@@ -13,6 +13,10 @@ VARIANTS = {
     "mamba2_dhdim_normfirst_dtlimit_conv1": (
         "mamba2", {"d_state": 4, "D_has_hdim": True, "norm_before_gate": True, "dt_limit": (0.01, 0.05), "d_conv": 1},
     ),
+    "retnet_nogate_chunk5": ("retnet", {"output_gate": False, "chunk_size": 5}),
+    "gla_conv3_nogate_chunk5": ("gla", {"conv_size": 3, "output_gate": False, "chunk_size": 5}),
+    "deltanet_noconv_gate_chunk5": ("deltanet", {"conv_size": None, "output_gate": True, "chunk_size": 5}),
+    "gated_deltanet_noconv_chunk5": ("gated_deltanet", {"conv_size": None, "chunk_size": 5}),
 }
 
 CASES = {name: (name, {}) for name in MIXERS} | VARIANTS

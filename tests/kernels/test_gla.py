@@ -64,6 +64,25 @@ def test_strong_decay_stays_finite_and_exact(decay):
     _check_forms_agree(1, 2, 40, 4, 3, decay, 64, decay_scale=80.0)
 
 
+def test_per_channel_chunks_with_wide_and_narrow_decay_spans():
+    """Chunks whose decay spans more than the factorised form allows take the exact (C, C, dk) path, the rest not;
+    one call mixing both (a head with near-zero gates beside ordinary ones) still equals the reference."""
+    ins = recurrence_inputs(2, 3, 45, 4, 3, "channel", seed=9)
+    ld = ins["log_decay"].clone()
+    ld[:, 1, 10:20] *= 40.0  # head 1: ~-20 per step for ten steps, spans well over 2 * FACTOR_LIMIT
+    ld[0, 2, :, 0] = -5.0  # one channel of one sequence: a span of 5 * 16 = 80 in every chunk of 16
+    ins["log_decay"] = ld
+    ref_in, chk_in = leaves(ins), leaves(ins)
+    o_ref, s_ref = _run(gla_reference, ref_in)
+    o, s = _run(gla_chunked, chk_in, chunk_size=16)
+    assert rel_err(o, o_ref) <= TOL and rel_err(s, s_ref) <= TOL
+    (o_ref.square().sum() + s_ref.sum()).backward()
+    (o.square().sum() + s.sum()).backward()
+    for name, t in chk_in.items():
+        if t is not None:
+            assert rel_err(t.grad, ref_in[name].grad) <= TOL, name
+
+
 @pytest.mark.parametrize("decay", DECAYS)
 @pytest.mark.parametrize("split", [0, 1, 13, 29])
 def test_steps_continue_a_chunked_prefill(decay, split):
