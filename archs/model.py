@@ -170,6 +170,10 @@ class LanguageModel(nn.Module):
             x, states[i] = block.step(x, states[i])
         return self._head(x), states
 
+    def clone_states(self, states: list[State]) -> list[State]:
+        """A copy of every layer's decode state that shares no storage with it (see Mixer.clone_state)."""
+        return [mixer.clone_state(state) for mixer, state in zip(self.mixers, states, strict=True)]
+
     def param_count(self, embedding: bool = True) -> int:
         """Parameters, analytically: the tied embedding once, plus every layer and the final norm."""
         c = self.config

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import netrc
 import os
 import sys
@@ -21,49 +19,16 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from .callbacks import FinalMetrics, PerfMonitor
 from .checkpoint import AtomicCheckpointIO, ResumeState, RunCheckpoint
 from .data import DataError
+from .errors import SeqmixError
 from .guards import NonFiniteError, NonFiniteGuard
 from .module import LMTask
 from .preflight import OneLineErrorParser, unwritable
 
-SUBCOMMANDS = {
-    "bench": "seqmix.train.bench.cli:main",
-    "evaluate": "seqmix.train.evaluate:main",
-    "sweep": "seqmix.train.sweep:main",
-    "compare": "seqmix.train.compare:main",
-}
-"""Tools dispatched before LightningCLI: name -> "module:function", imported only when run; called with the
-remaining arguments (``main(argv)``; a ``main()`` without parameters sees them in sys.argv instead)."""
-
-DESCRIPTIONS = {
-    "fit": "train a model (e.g. seqmix fit -c experiments/configs/mqar.yaml -c experiments/configs/mixers/mamba.yaml)",
-    "validate": "evaluate a model on the validation split(s)",
-    "test": "evaluate a model on the test split(s) (e.g. --ckpt_path <run dir>/checkpoints/<name>.ckpt)",
-    "predict": "run a model over the predict split",
-    "bench": "measure training / prefill / decode throughput and memory across sequence lengths",
-    "evaluate": "sweep trained checkpoints over context length (x needle depth): extrapolation curves, heatmaps",
-    "sweep": "run a W&B sweep file (grid / random) locally, no W&B server needed",
-    "compare": "train every mixer at one matched size on MQAR, benchmark them, write one report",
-}
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 TRAINER_DEFAULTS = {"accelerator": "auto", "log_every_n_steps": 10}
 DEFAULT_ROOT = "runs"
 """Where runs go when --trainer.default_root_dir is not given: runs/<run_name>/version_N."""
-
-
-class SeqmixError(Exception):
-    """A configuration error reported to the user as one line, without a traceback."""
-
-
-def usage() -> str:
-    """The top-level help: every subcommand."""
-    width = max(map(len, DESCRIPTIONS))
-    lines = ["usage: seqmix <command> [options]", "", "Compare sequence mixers at matched size.", "",
-             "training and evaluation (LightningCLI; `seqmix <command> --help` lists every option):"]
-    lines += [f"  {name:<{width}}  {DESCRIPTIONS[name]}" for name in TRAINER_SUBCOMMANDS]
-    lines += ["", "tools (`seqmix <tool> --help`):"]
-    lines += [f"  {name:<{width}}  {DESCRIPTIONS.get(name, '')}" for name in SUBCOMMANDS]
-    return "\n".join(lines)
 
 
 def _wandb_logged_in() -> bool:
@@ -259,24 +224,6 @@ def _program_args(prog: str):
         sys.argv = saved
 
 
-def _run_tool(command: str, argv: list[str]) -> Any:
-    """Import and run one of SUBCOMMANDS, or explain why it is not available."""
-    module_name, _, func_name = SUBCOMMANDS[command].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        func = getattr(module, func_name)
-    except (ImportError, AttributeError) as err:
-        raise SeqmixError(f"seqmix {command} is not available: {err}") from err
-    if inspect.signature(func).parameters:
-        return func(argv)
-    saved = sys.argv
-    sys.argv = [f"seqmix {command}", *argv]
-    try:
-        return func()
-    finally:
-        sys.argv = saved
-
-
 def cli(args: list[str], run: bool = True) -> SeqmixCLI:
     """Run `fit|validate|test|predict [options]` through SeqmixCLI and return it; with run=False, only build the
     model, data and trainer from `[options]` (e.g. in a notebook: ``cli(["-c", "mqar.yaml"], run=False).model``)."""
@@ -293,31 +240,20 @@ def cli(args: list[str], run: bool = True) -> SeqmixCLI:
     )
 
 
-def main(args: list[str] | None = None) -> None:
-    """The `seqmix` console script."""
+def main(args: list[str] | None = None) -> int:
+    """`seqmix fit|validate|test|predict [options]` (also `python -m seqmix.train.cli ...`); returns the exit status."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
-        if not argv or argv[0] in ("-h", "--help"):
-            print(usage())
-            if not argv:
-                sys.exit(2)
-            return
-        if argv[0] in SUBCOMMANDS:
-            code = _run_tool(argv[0], argv[1:])
-            if isinstance(code, int) and not isinstance(code, bool) and code:
-                sys.exit(code)  # a tool's main() that returns its exit status (seqmix bench)
-        elif argv[0].startswith("-") or argv[0] in TRAINER_SUBCOMMANDS:
-            cli(argv)
-        else:
-            raise SeqmixError(f"unknown command {argv[0]!r}; choose one of {', '.join([*TRAINER_SUBCOMMANDS, *SUBCOMMANDS])}")
+        cli(argv)
     except SeqmixError as err:
         message = str(err)
         print(message if message.startswith("seqmix") else f"seqmix: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except NonFiniteError as err:  # training diverged: the run directory holds what was done
-        print(f"seqmix {argv[0]}: error: {err}", file=sys.stderr)
-        sys.exit(1)
+        print(f"seqmix {argv[0] if argv else 'fit'}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,6 +18,8 @@ import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningArgumentParser
 
+from .errors import SeqmixError
+
 CONFIG_FLAGS = ("-c", "--config")
 # Lines of jsonargparse's multi-line messages that repeat what the other lines say.
 _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
@@ -157,7 +159,6 @@ class OneLineErrorParser(LightningArgumentParser):
 
     def parse_args(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
         """Parse like jsonargparse; any problem raises train.cli.SeqmixError."""
-        from .cli import SeqmixError  # cli imports this module
 
         argv = list(args) if isinstance(args, (list, tuple)) else []
         command = self.prog.replace(" [options]", "")  # "seqmix", or "seqmix fit" in a subcommand's parser

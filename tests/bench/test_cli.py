@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from seqmix.train.bench import read_csv
-from seqmix.train.bench.cli import config_from_args, main, parser
-from seqmix.train.bench.config import QUICK
+from seqmix.train.tools.bench import read_csv
+from seqmix.train.tools.bench.cli import build_parser, config_from_args, main
+from seqmix.train.tools.bench.config import QUICK
 
 
 @pytest.mark.slow
@@ -49,11 +49,11 @@ def test_replot_rebuilds_from_the_csv(tmp_path, capsys):
 
 
 def test_quick_preset_yields_to_explicit_arguments():
-    quick = config_from_args(parser().parse_args(["--quick", "--repeats", "7"]))
+    quick = config_from_args(build_parser().parse_args(["--quick", "--repeats", "7"]))
     assert quick.seq_lens == QUICK["seq_lens"] and quick.repeats == 7 and quick.time_budget_s == QUICK["time_budget_s"]
-    width = config_from_args(parser().parse_args(["--quick", "--d-model", "48"]))
+    width = config_from_args(build_parser().parse_args(["--quick", "--d-model", "48"]))
     assert width.d_model == 48 and width.params is None
-    plain = config_from_args(parser().parse_args([]))
+    plain = config_from_args(build_parser().parse_args([]))
     assert plain.seq_lens == (1024, 2048, 4096, 8192, 16384) and plain.repeats == 5
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from seqmix.train.bench.fit import crossover, fit_power_law
+from seqmix.train.tools.bench.powerlaw import crossover, fit_power_law
 
 LENGTHS = [256, 512, 1024, 2048, 4096, 8192]
 

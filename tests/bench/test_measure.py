@@ -4,9 +4,16 @@ import pytest
 import torch
 
 from seqmix.archs import MIXERS, LanguageModel, ModelConfig
-from seqmix.train.bench.config import parse_mixer
-from seqmix.train.bench.measure import Point, Probe, clone_states, measure_point, state_tensor_bytes, time_calls, time_stats
-from seqmix.train.bench.peak import matmul_flops_per_s
+from seqmix.train.tools.bench.config import parse_mixer
+from seqmix.train.tools.bench.measure import (
+    Point,
+    Probe,
+    measure_point,
+    state_tensor_bytes,
+    time_calls,
+    time_stats,
+)
+from seqmix.train.tools.bench.peak import matmul_flops_per_s
 
 ARMS = ["attention", "attention_explicit", *sorted(set(MIXERS) - {"attention"})]
 
@@ -39,7 +46,7 @@ def test_state_helpers_count_and_copy():
     model = LanguageModel(ModelConfig(mixer="attention", d_model=16, n_layers=2, vocab_size=32))
     _, states = model.prefill(torch.randint(32, (1, 10)))
     assert state_tensor_bytes(states) == model.state_bytes(10, 1)
-    copy = clone_states(states)
+    copy = model.clone_states(states)
     copy[0]["k"].add_(1.0)
     assert not torch.equal(copy[0]["k"], states[0]["k"])
 

@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from seqmix.train.bench import COLUMNS, STATUSES, BenchConfig, read_csv, run_bench, summarize
-from seqmix.train.bench.output import replot, write_outputs
+from seqmix.train.tools.bench import COLUMNS, STATUSES, BenchConfig, read_csv, run_bench, summarize
+from seqmix.train.tools.bench.output import replot, write_outputs
 
 ENV = {"device": "cpu", "device_name": "test cpu", "torch_version": torch.__version__, "threads": 1,
        "cpu_model": "test cpu", "peak_flops_per_s": 1e11}

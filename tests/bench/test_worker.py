@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from seqmix.train.bench.worker import MEM_KINDS, call_measured, is_oom, run_isolated
+from seqmix.train.tools.bench.worker import MEM_KINDS, call_measured, is_oom, run_isolated
 
 MB = 2**20
 

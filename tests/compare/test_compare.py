@@ -5,8 +5,8 @@ import json
 import pytest
 from lightning.pytorch.core.saving import load_hparams_from_yaml
 
-from seqmix.train import compare
-from seqmix.train.bench import quick
+from seqmix.train.tools import compare
+from seqmix.train.tools.bench import quick
 
 
 @pytest.mark.parametrize("args, message", [

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from seqmix.train import evaluate
 from seqmix.train.cli import cli
+from seqmix.train.tools import evaluate
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 SYNTHETIC = ["--data.num_train=32", "--data.num_val=8", "--data.num_test=8", "--data.batch_size=8", "--data.seq_len=64"]
@@ -28,7 +28,7 @@ def test_task_config_trains_and_its_checkpoint_is_evaluated(config, mixer, task,
                "--trainer.enable_progress_bar=false", "--wandb=disabled", f"--trainer.default_root_dir={tmp_path}"])
     assert run.model.config.mixer_name == mixer and run.model.config.vocab_size == run.datamodule.vocab_size
     ckpt = Path(run.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    summary = evaluate.main(["--ckpt", str(ckpt), "--lengths", "64", "128", "--num-examples", "2",
+    summary = evaluate.evaluate_cli(["--ckpt", str(ckpt), "--lengths", "64", "128", "--num-examples", "2",
                              "--out", str(tmp_path / "eval")])
     assert summary["task"] == task  # told by the data class the CLI recorded in the checkpoint
     assert summary["runs"][0]["train_len"] == 64 and summary["runs"][0]["mixer"] == mixer

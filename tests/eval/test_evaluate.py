@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from seqmix.archs import ModelConfig
-from seqmix.train import evaluate
 from seqmix.train.data import IGNORE_INDEX
 from seqmix.train.data.copying import SelectiveCopyingDataModule
 from seqmix.train.data.mqar import MQARDataModule
 from seqmix.train.data.needle import NeedleDataModule
 from seqmix.train.module import LMTask
+from seqmix.train.tools import evaluate
 
 DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
@@ -120,7 +120,7 @@ def untrained(tmp_path_factory):
 
 
 def test_extrapolation_curve_for_a_task_without_depth(untrained, tmp_path):
-    summary = evaluate.main(["--ckpt", str(untrained / "copying.ckpt"), "--task", "selective_copying",
+    summary = evaluate.evaluate_cli(["--ckpt", str(untrained / "copying.ckpt"), "--task", "selective_copying",
                              "--num-examples", "8", "--out", str(tmp_path)])
     assert summary["lengths"] == [24, 48, 96, 192, 384]  # the training length x 1 .. 16
     rows = read_csv(tmp_path / "extrapolation.csv")
@@ -130,17 +130,17 @@ def test_extrapolation_curve_for_a_task_without_depth(untrained, tmp_path):
 
 
 def test_mqar_is_evaluated_at_lengths_its_vocabulary_allows(untrained, tmp_path, capsys):
-    evaluate.main(["--ckpt", str(untrained / "mqar.ckpt"), "--task", "mqar", "--lengths", "32", "48", "--num-examples", "8",
-                   "--out", str(tmp_path)])
+    evaluate.evaluate_cli(["--ckpt", str(untrained / "mqar.ckpt"), "--task", "mqar", "--lengths", "32", "48",
+                           "--num-examples", "8", "--out", str(tmp_path)])
     rows = read_csv(tmp_path / "extrapolation.csv")
     assert [int(r["length"]) for r in rows] == [32, 48] and all(int(r["n_tokens"]) == 8 * 4 for r in rows)
-    with pytest.raises(SystemExit):
-        evaluate.main(["--ckpt", str(untrained / "mqar.ckpt"), "--task", "mqar", "--lengths", "128", "--out", str(tmp_path)])
+    assert evaluate.main(["--ckpt", str(untrained / "mqar.ckpt"), "--task", "mqar", "--lengths", "128",
+                          "--out", str(tmp_path)]) == 2
     assert "vocab_size=64 <= seq_len=128" in capsys.readouterr().err
 
 
 def test_several_checkpoints_share_one_curve_and_get_a_heatmap_each(untrained, tmp_path):
-    summary = evaluate.main(["--ckpt", str(untrained / "needle_a.ckpt"), str(untrained / "needle_b.ckpt"),
+    summary = evaluate.evaluate_cli(["--ckpt", str(untrained / "needle_a.ckpt"), str(untrained / "needle_b.ckpt"),
                              "--lengths", "32", "64", "--depths", "0", "1", "--num-examples", "4", "--out", str(tmp_path)])
     assert summary["task"] == "needle"  # the data module names its class in the checkpoint's hyperparameters
     assert {r["model"] for r in read_csv(tmp_path / "extrapolation.csv")} == {"attention", "mamba"}
@@ -163,14 +163,12 @@ def test_several_checkpoints_share_one_curve_and_get_a_heatmap_each(untrained, t
 )
 def test_bad_requests_fail_with_one_clear_line(untrained, tmp_path, capsys, args, message):
     ckpt = "copying.ckpt" if "selective_copying" in args else "needle_a.ckpt"
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["--ckpt", str(untrained / ckpt), *args, "--out", str(tmp_path)])
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    code = evaluate.main(["--ckpt", str(untrained / ckpt), *args, "--out", str(tmp_path)])
+    assert code == 2 and message in capsys.readouterr().err
 
 
 def test_missing_checkpoint(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        evaluate.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--task", "needle", "--out", str(tmp_path)])
+    assert evaluate.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--task", "needle", "--out", str(tmp_path)]) == 2
     assert "nope.ckpt" in capsys.readouterr().err
 
 
@@ -199,7 +197,7 @@ def test_score_counts_only_labelled_positions():
 
 
 def test_checkpoints_of_different_tasks_are_refused_before_any_sweep(untrained, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        evaluate.main(["--ckpt", str(untrained / "needle_a.ckpt"), str(untrained / "copying.ckpt"), "--out", str(tmp_path)])
+    assert evaluate.main(["--ckpt", str(untrained / "needle_a.ckpt"), str(untrained / "copying.ckpt"),
+                          "--out", str(tmp_path)]) == 2
     assert "was trained on 'selective_copying', not 'needle'" in capsys.readouterr().err
     assert not (tmp_path / "extrapolation.csv").exists()

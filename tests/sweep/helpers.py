@@ -52,8 +52,8 @@ def stub_env(log: Path, **extra: str) -> dict[str, str]:
 
 
 def spawn_runner(sweep: Path, out: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
-    """`python -m seqmix.train.sweep SWEEP --out OUT ...` as a child process (its output captured)."""
-    return subprocess.Popen([sys.executable, "-m", "seqmix.train.sweep", str(sweep), "--out", str(out), *args], env=env,
+    """`python -m seqmix.train.tools.sweep SWEEP --out OUT ...` as a child process (its output captured)."""
+    return subprocess.Popen([sys.executable, "-m", "seqmix.train.tools.sweep", str(sweep), "--out", str(out), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

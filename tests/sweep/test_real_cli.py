@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seqmix.train.sweep import run_cli
-from seqmix.train.sweep.plan import plan_runs, render_command
-from seqmix.train.sweep.spec import load_spec
+from seqmix.train.tools.sweep import run_cli
+from seqmix.train.tools.sweep.plan import plan_runs, render_command
+from seqmix.train.tools.sweep.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = REPO / "experiments" / "sweeps"
@@ -22,7 +22,7 @@ SWEEPS = REPO / "experiments" / "sweeps"
 @pytest.mark.slow
 def test_tiny_mqar_sweep_trains_the_three_mixers_and_a_rerun_launches_nothing(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "seqmix.train.sweep", str(SWEEPS / "mqar_tiny.yaml"), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "seqmix.train.tools.sweep", str(SWEEPS / "mqar_tiny.yaml"), "--out", str(out),
                            "--workers", "3"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(out / "results.csv", newline="") as f:

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from seqmix.train.sweep import run_cli
-from seqmix.train.sweep.plan import run_id
-from seqmix.train.sweep.results import TAIL, ResultsTable
+from seqmix.train.tools.sweep import run_cli
+from seqmix.train.tools.sweep.plan import run_id
+from seqmix.train.tools.sweep.results import TAIL, ResultsTable
 
 from .helpers import STUB, launches, read_table, spawn_runner, stub_env, wait_for, write_sweep
 

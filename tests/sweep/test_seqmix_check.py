@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from seqmix.train.sweep import run_cli as sweep_cli
-from seqmix.train.sweep.plan import seqmix_arguments
+from seqmix.train.tools.sweep import run_cli as sweep_cli
+from seqmix.train.tools.sweep.plan import seqmix_arguments
 
 MQAR = str(Path(__file__).resolve().parents[2] / "experiments" / "configs" / "mqar.yaml")
 

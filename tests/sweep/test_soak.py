@@ -10,8 +10,8 @@ import time
 import psutil
 import pytest
 
-from seqmix.train.sweep.plan import plan_runs
-from seqmix.train.sweep.spec import load_spec
+from seqmix.train.tools.sweep.plan import plan_runs
+from seqmix.train.tools.sweep.spec import load_spec
 
 from .helpers import launches, spawn_runner, stub_env, write_sweep
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from seqmix.train.sweep.plan import ROOT_DIR_FLAG, arg_forms, grid_runs, plan_runs, random_runs, render_command, run_id
-from seqmix.train.sweep.spec import DISTRIBUTIONS, SweepSpecError, load_spec, parse_spec
+from seqmix.train.tools.sweep.plan import ROOT_DIR_FLAG, arg_forms, grid_runs, plan_runs, random_runs, render_command, run_id
+from seqmix.train.tools.sweep.spec import DISTRIBUTIONS, SweepSpecError, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seqmix.train import compare
-from seqmix.train.bench import cli as bench_cli
-from seqmix.train.cli import main
+from seqmix.train.main import main
 from seqmix.train.preflight import config_file_problem, one_line, unwritable
+from seqmix.train.tools import compare
+from seqmix.train.tools.bench import cli as bench_cli
 
 REPO = Path(__file__).resolve().parents[2]
 MQAR = str(REPO / "experiments" / "configs" / "mqar.yaml")

@@ -10,7 +10,9 @@ import yaml
 
 from seqmix import archs
 from seqmix.train import cli as seqmix_cli
-from seqmix.train.cli import SUBCOMMANDS, TRAINER_SUBCOMMANDS, SeqmixError, cli, main, wandb_mode
+from seqmix.train.cli import TRAINER_SUBCOMMANDS, cli, wandb_mode
+from seqmix.train.errors import SeqmixError
+from seqmix.train.main import SUBCOMMANDS, main
 from seqmix.train.module import LMTask
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
@@ -34,8 +36,8 @@ def test_help_lists_every_subcommand(capsys):
     assert code == 0
     for name in (*TRAINER_SUBCOMMANDS, *SUBCOMMANDS):
         assert f"\n  {name} " in out
-    assert SUBCOMMANDS == {"bench": "seqmix.train.bench.cli:main", "evaluate": "seqmix.train.evaluate:main",
-                           "sweep": "seqmix.train.sweep:main", "compare": "seqmix.train.compare:main"}
+    assert SUBCOMMANDS == {"bench": "seqmix.train.tools.bench.cli:main", "evaluate": "seqmix.train.tools.evaluate:main",
+                           "sweep": "seqmix.train.tools.sweep.main:main", "compare": "seqmix.train.tools.compare:main"}
 
 
 def test_unknown_command_is_named(capsys):

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqmix import archs
-from seqmix.train.cli import SeqmixError, cli
+from seqmix.train.cli import cli
+from seqmix.train.errors import SeqmixError
 from seqmix.train.module import LMTask, check_model_fits
 
 NAMES = {  # field -> how an error message may name it

@@ -13,8 +13,8 @@ difference in data or averaging (a wrong shard or a wrong average moves the loss
 import pytest
 import torch
 
-from seqmix.train import evaluate
 from seqmix.train.module import LMTask
+from seqmix.train.tools import evaluate
 
 from .run_helpers import RECORD_ENV, fit_command, logged, read_steps, run, write_config
 
@@ -68,6 +68,6 @@ def test_a_ddp_checkpoint_serves_evaluate_and_decoding_unchanged(runs, tmp_path)
     with torch.no_grad():
         full = task(ids)
     torch.testing.assert_close(last, full[:, -1], rtol=1e-5, atol=1e-5)
-    summary = evaluate.main(["--ckpt", str(path), "--lengths", "16", "24", "--num-examples", "8",
+    summary = evaluate.evaluate_cli(["--ckpt", str(path), "--lengths", "16", "24", "--num-examples", "8",
                              "--out", str(tmp_path / "eval")])
     assert summary["task"] == "mqar" and summary["runs"][0]["train_len"] == 16

@@ -15,9 +15,9 @@ from lightning.pytorch.loggers import CSVLogger
 
 from seqmix import archs
 from seqmix.train.callbacks import FinalMetrics
-from seqmix.train.cli import main
 from seqmix.train.data.mqar import MQARDataModule
 from seqmix.train.guards import NonFiniteError, NonFiniteGuard, first_nonfinite
+from seqmix.train.main import main
 from seqmix.train.module import LMTask
 
 from .run_helpers import write_mamba_config

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from ..io import atomic_write
+from ...io import atomic_write
 from .plan import PlannedRun, render_command
 from .results import FAILED, OK, ResultsTable
 from .spec import SweepSpec, SweepSpecError

@@ -111,8 +111,6 @@ def run_cli(argv: list[str] | None = None) -> int:
     return 0 if counts["failed"] == 0 and counts["interrupted"] == 0 else 1
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of `seqmix sweep` (dispatched by train.cli): exits with run_cli's status when it is not 0."""
-    code = run_cli(argv)
-    if code:
-        raise SystemExit(code)
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `seqmix sweep`: run_cli's exit status."""
+    return run_cli(argv)

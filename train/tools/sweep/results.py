@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write
+from ...io import atomic_write
 
 HEAD = ("run_id", "status")
 TAIL = ("wall_time_s", "exit_code", "attempts", "finished_at", "config_path", "log_path", "error")

@@ -4,12 +4,12 @@ From Python: `rows = run_bench(BenchConfig(...))`, then `summarize(rows)`; `quic
 """
 
 from .config import DEFAULT_MIXERS, BenchConfig, MixerSpec, parse_mixer, quick
-from .fit import Crossover, PowerLaw, crossover, fit_power_law
 from .measure import MODES, Point, measure_point
 from .output import replot, write_outputs
+from .powerlaw import Crossover, PowerLaw, crossover, fit_power_law
 from .results import COLUMNS, STATUSES, read_csv
+from .run import run_bench
 from .summary import format_summary, summarize
-from .sweep import run_bench
 
 __all__ = [
     "COLUMNS", "DEFAULT_MIXERS", "MODES", "STATUSES", "BenchConfig", "Crossover", "MixerSpec", "Point", "PowerLaw",

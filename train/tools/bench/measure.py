@@ -77,11 +77,6 @@ def state_tensor_bytes(states: list[dict[str, torch.Tensor]]) -> int:
     return sum(t.numel() * t.element_size() for state in states for t in state.values())
 
 
-def clone_states(states: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-    """A deep copy of decode states, so each timed repeat starts from the same context."""
-    return [{k: t.clone() for k, t in state.items()} for state in states]
-
-
 def build_model(point: Point) -> LanguageModel:
     """The point's model on its device and dtype, seeded."""
     torch.manual_seed(point.seed)
@@ -133,7 +128,7 @@ def measure_point(point: Point, probe: Probe) -> dict:
             probe.baseline()
 
             def run() -> None:
-                states = clone_states(prompt_states)
+                states = model.clone_states(prompt_states)  # step updates in place: each repeat starts alike
                 sync(device)
                 for t in range(steps):
                     w0, c0 = time.perf_counter(), time.process_time()

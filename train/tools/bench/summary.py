@@ -6,7 +6,7 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
-from .fit import crossover, fit_power_law
+from .powerlaw import crossover, fit_power_law
 
 ENV_KEYS = ("device", "device_name", "torch_version", "threads", "cpu_model", "peak_flops_per_s")
 MODEL_KEYS = ("mixer_name", "mixer_args", "d_model", "d_ff", "n_layers", "vocab_size", "params_non_embedding",

@@ -144,7 +144,8 @@ def context() -> mp.context.BaseContext:
         if "forkserver" in mp.get_all_start_methods():
             _CTX = mp.get_context("forkserver")
             # torch._dynamo is what building an optimizer imports first: ~2 s a worker would otherwise spend
-            _CTX.set_forkserver_preload(["torch", "torch._dynamo", "torch.optim", "seqmix.archs", "seqmix.train.bench.measure"])
+            _CTX.set_forkserver_preload(["torch", "torch._dynamo", "torch.optim", "seqmix.archs",
+                                         "seqmix.train.tools.bench.measure"])
         else:
             _CTX = mp.get_context("spawn")
     return _CTX

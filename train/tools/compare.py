@@ -18,17 +18,17 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from seqmix import archs
-from seqmix.train.bench import format_summary, quick, run_bench, write_outputs
 from seqmix.train.callbacks import PerfMonitor
 from seqmix.train.data.mqar import MQARDataModule
 from seqmix.train.module import LMTask, check_optimizer_args
 from seqmix.train.preflight import unwritable
+from seqmix.train.tools.bench import format_summary, quick, run_bench, write_outputs
 
 DEFAULT_MIXERS = ("attention", "linear_attention", "mamba")
 REPORT = "report.md"
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seqmix compare",
         description="Train each mixer at one matched parameter budget on MQAR, run the quick scaling benchmark, "
@@ -185,11 +185,11 @@ def report(trained: list[dict[str, Any]], bench: tuple[list, dict] | None, args:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `seqmix compare`."""
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         _check(args)
     except ValueError as e:
-        parser().error(str(e))
+        build_parser().error(str(e))
     out = Path(args.out)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

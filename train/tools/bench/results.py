@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_open
+from ...io import atomic_open
 
 STATUSES = ("ok", "oom", "timeout", "error", "skipped_after_timeout", "skipped_after_oom")
 

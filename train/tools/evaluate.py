@@ -25,8 +25,8 @@ from torch import Tensor
 
 from seqmix.archs import LanguageModel
 
-from .data import IGNORE_INDEX
-from .data.synthetic import check_depth, seeded_generator
+from ..data import IGNORE_INDEX
+from ..data.synthetic import check_depth, seeded_generator
 
 TASKS = {
     "needle": "seqmix.train.data.needle.NeedleDataModule",
@@ -62,7 +62,7 @@ class Task:
     def sample(self, n: int, length: int, depth: float | None, seed: int) -> dict[str, Tensor]:
         """n examples at this length (and depth), from a stream that depends only on (seed, length, depth)."""
         if self.name == "mqar":
-            from .data.mqar import generate_mqar
+            from ..data.mqar import generate_mqar
 
             dm = self.datamodule
             rng = np.random.default_rng([seed, 1000, length])  # not one of MQAR's split streams (0, 1, 2)
@@ -73,7 +73,7 @@ class Task:
     def check(self, length: int) -> None:
         """Raise a ValueError naming the length if the task cannot be built there."""
         if self.name == "mqar":
-            from .data.mqar import check_mqar
+            from ..data.mqar import check_mqar
 
             dm = self.datamodule
             check_mqar(length, dm.num_kv_pairs, dm.vocab_size, dm.power_a)
@@ -114,7 +114,7 @@ def infer_task(ckpt: Path, hparams: dict[str, Any]) -> str:
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[LanguageModel, dict[str, Any]]:
     """The trained LanguageModel (eval mode, on device) and the data module's hyperparameters it was trained with."""
-    from .module import LMTask
+    from ..module import LMTask
 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
@@ -268,7 +268,7 @@ def plot_curve(
     plt.close(fig)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     """The command line of `seqmix evaluate`."""
     p = argparse.ArgumentParser(
         prog="seqmix evaluate",
@@ -285,18 +285,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation examples (default 0)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run `seqmix evaluate` and return the summary it writes."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
+def evaluate_cli(argv: Sequence[str]) -> dict[str, Any]:
+    """Run `seqmix evaluate ARGV` and return the summary it writes (bad requests raise ValueError / FileNotFoundError)."""
+    argv = list(argv)
+    return run(build_parser().parse_args(argv), argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `seqmix evaluate`: 0 when the outputs are written, 2 (one error line) for a bad request."""
     try:
-        return run(args, argv)
+        evaluate_cli(sys.argv[1:] if argv is None else argv)
     except (ValueError, FileNotFoundError) as err:
         print(f"seqmix evaluate: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
+        return 2
+    return 0
 
 
 def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:

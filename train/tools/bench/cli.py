@@ -9,15 +9,15 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from ..preflight import unwritable
+from ...preflight import unwritable
 from .config import DEFAULT_MIXERS, DEFAULT_PARAMS, QUICK, BenchConfig, with_preset
 from .measure import DTYPES, MODES
 from .output import replot, write_outputs
+from .run import CSV_NAME, run_bench
 from .summary import STATS, format_summary
-from .sweep import CSV_NAME, run_bench
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every default is None so that --quick can tell what was given)."""
     p = argparse.ArgumentParser(
         prog="seqmix bench",
@@ -77,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `seqmix bench` with argv (default sys.argv[1:]); returns the exit status."""
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.replot:
             problem = unwritable(args.out or Path(args.replot).parent)

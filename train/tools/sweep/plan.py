@@ -184,7 +184,8 @@ def check_seqmix_arguments(spec: SweepSpec, runs: list[PlannedRun], max_checks: 
     import contextlib
     import io
 
-    from seqmix.train.cli import SeqmixError, cli
+    from ...cli import cli  # LightningCLI: imported only when a sweep runs seqmix
+    from ...errors import SeqmixError
 
     categorical = {p.name for p in spec.params if p.distribution in ("categorical", "categorical_w_probabilities")}
     seen: set[tuple[str, str]] = set()

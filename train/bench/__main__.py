@@ -1,7 +1,0 @@
-"""`python -m seqmix.train.bench`: the same as `seqmix bench`."""
-
-import sys
-
-from .cli import main
-
-sys.exit(main())

@@ -1,7 +1,0 @@
-"""`python -m seqmix.train.sweep FILE …`: same as `seqmix sweep FILE …`."""
-
-import sys
-
-from .main import run_cli
-
-sys.exit(run_cli())

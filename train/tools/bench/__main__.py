@@ -1,0 +1,7 @@
+"""`python -m seqmix.train.tools.bench`: the same as `seqmix bench`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
