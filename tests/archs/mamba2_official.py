@@ -57,7 +57,17 @@ def twin(official: types.ModuleType, d_model: int, seed: int = 0, **kwargs) -> t
     return ours, theirs
 
 
-def official_states(ours: torch.nn.Module, state: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Our decode state -> the official (conv_state (B, conv_dim, d_conv), ssm_state (B, H, P, N))."""
-    conv = torch.nn.functional.pad(state["conv"], (1, 0))  # the official window also holds the input it drops next
-    return conv.clone(), state["ssm"].transpose(-1, -2).contiguous()
+def perturbed_twin(official: types.ModuleType, d_model: int, **kwargs) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """twin() moved away from the init, so that the norm weight, D, dt_bias and A_log all matter."""
+    ours, theirs = twin(official, d_model, **kwargs)
+    with torch.no_grad():
+        for p in ours.parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def official_ssm_state(state: dict) -> torch.Tensor:
+    """Our SSM state (B, H, N, P), the kernel's (dk, dv) layout -> the official one (B, H, P, N)."""
+    return state["ssm"].transpose(-1, -2)
