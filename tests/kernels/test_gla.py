@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -40,6 +42,14 @@ def _check_forms_agree(b, h, length, dk, dv, decay, chunk, start_state=True, see
 @pytest.mark.parametrize(("length", "chunk"), [(1, 4), (16, 4), (37, 8), (70, None), (5, 64)])
 def test_chunked_equals_reference_outputs_state_and_gradients(decay, length, chunk):
     _check_forms_agree(2, 3, length, 5, 7, decay, chunk)
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+@pytest.mark.parametrize(("length", "chunk", "segment"), [(37, 4, 8), (40, 8, 16), (33, 8, 3)])
+def test_segments_carry_the_state_exactly(monkeypatch, decay, length, chunk, segment):
+    """Long sequences run segment by segment (chunks of a segment together); the seams change nothing."""
+    monkeypatch.setattr(importlib.import_module("seqmix.kernels.gated_linear_attention"), "SEGMENT_TOKENS", segment)
+    _check_forms_agree(2, 2, length, 4, 3, decay, chunk)
 
 
 @settings(max_examples=30, deadline=None)
