@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .gated_linear_attention import _causal_mask, by_segments, chunk_decays, pad_to_chunks
-from .validate import check_recurrence_inputs, compute_dtype
+from .validate import check_recurrence_inputs, compute_dtype, outside_autocast
 
 DEFAULT_CHUNK = 64
 
@@ -41,6 +41,7 @@ def _prepare(q, k, v, beta, log_decay, state):
     return tuple(t.to(dt) if t is not None else None for t in (q, k, v, beta, log_decay, state))
 
 
+@outside_autocast
 def delta_rule_step(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None, state: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -54,6 +55,7 @@ def delta_rule_step(
     return (q[..., None, :] @ state)[..., 0, :], state
 
 
+@outside_autocast
 def delta_rule_reference(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -69,6 +71,7 @@ def delta_rule_reference(
     return o.to(out_dtype), s
 
 
+@outside_autocast
 def delta_rule_chunked(
     q: Tensor,
     k: Tensor,

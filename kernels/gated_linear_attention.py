@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .validate import check_recurrence_inputs, compute_dtype
+from .validate import check_recurrence_inputs, compute_dtype, outside_autocast
 
 DEFAULT_CHUNK = 64
 # Per-channel decays enter the scores as (q_t e^{b_t - m}) . (k_s e^{m - b_s}) around the chunk's middle m; that is
@@ -47,6 +47,7 @@ def _prepare(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, state: T
     return dt, *cast
 
 
+@outside_autocast
 def gla_reference(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -61,6 +62,7 @@ def gla_reference(
     return o.to(out_dtype), s
 
 
+@outside_autocast
 def gla_step(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, state: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -175,6 +177,7 @@ def pad_to_chunks(size: int, *tensors: Tensor | None) -> tuple[int, list[Tensor 
     return (length + pad) // size, out
 
 
+@outside_autocast
 def gla_chunked(
     q: Tensor,
     k: Tensor,

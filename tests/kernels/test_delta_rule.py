@@ -146,3 +146,18 @@ def test_bad_input_is_one_line_naming_the_value(case):
     with pytest.raises(ValueError, match=r"^delta_rule: " + message) as err:
         kernels.delta_rule(**(args | override))
     assert "\n" not in str(err.value)
+
+
+def test_bf16_autocast_changes_nothing_inside_the_kernel():
+    ins = _inputs(1, 2, 20, 4, 3, "head", seed=6)
+
+    def run(enabled: bool):
+        xs = leaves(ins)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            o, s = _run(delta_rule_chunked, xs, chunk_size=8)
+            y, s2 = delta_rule_step(*(xs[n][:, :, 0] for n in ("q", "k", "v", "beta", "log_decay")), s)
+        (o.sum() + s2.sum() + y.sum()).backward()  # outside autocast, as Lightning runs it
+        return [o, s2, y] + [t.grad for t in xs.values() if t is not None]
+
+    for got, want in zip(run(True), run(False), strict=True):
+        assert got.dtype == torch.float32 and torch.equal(got, want)

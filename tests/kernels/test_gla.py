@@ -156,3 +156,19 @@ def test_bad_input_is_one_line_naming_the_value(case):
     with pytest.raises(ValueError, match=r"^gated_linear_attention: " + message) as err:
         kernels.gated_linear_attention(**args)
     assert "\n" not in str(err.value)
+
+
+def test_bf16_autocast_changes_nothing_inside_the_kernel():
+    """A forward under CPU bf16 autocast (chunked form, step) and its gradients are bit-identical to fp32."""
+    ins = recurrence_inputs(1, 2, 20, 4, 3, "channel", seed=6)
+
+    def run(enabled: bool):
+        xs = leaves(ins)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            o, s = _run(gla_chunked, xs, chunk_size=8)
+            y, s2 = gla_step(xs["q"][:, :, 0], xs["k"][:, :, 0], xs["v"][:, :, 0], xs["log_decay"][:, :, 0], s)
+        (o.sum() + s2.sum() + y.sum()).backward()  # outside autocast, as Lightning runs it
+        return [o, s2, y] + [t.grad for t in xs.values() if t is not None]
+
+    for got, want in zip(run(True), run(False), strict=True):
+        assert got.dtype == torch.float32 and torch.equal(got, want)
