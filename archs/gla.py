@@ -50,3 +50,6 @@ class GLA(RecurrentMixer):
 
     def _extra_params(self) -> int:
         return self.d_model * self.gate_low_rank_dim + self.gate_low_rank_dim * self.key_dim + self.key_dim
+
+    def _extra_flops(self) -> float:
+        return 2 * (self.d_model * self.gate_low_rank_dim + self.gate_low_rank_dim * self.key_dim)  # the gate's matmuls

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .gated_linear_attention import _causal_mask, chunk_decays, pad_to_chunks
-from .validate import check_recurrence_inputs, compute_dtype
+from .gated_linear_attention import _causal_mask, by_segments, chunk_decays, pad_to_chunks
+from .validate import check_recurrence_inputs, compute_dtype, outside_autocast
 
 DEFAULT_CHUNK = 64
 
@@ -41,6 +41,7 @@ def _prepare(q, k, v, beta, log_decay, state):
     return tuple(t.to(dt) if t is not None else None for t in (q, k, v, beta, log_decay, state))
 
 
+@outside_autocast
 def delta_rule_step(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None, state: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -54,6 +55,7 @@ def delta_rule_step(
     return (q[..., None, :] @ state)[..., 0, :], state
 
 
+@outside_autocast
 def delta_rule_reference(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -69,6 +71,7 @@ def delta_rule_reference(
     return o.to(out_dtype), s
 
 
+@outside_autocast
 def delta_rule_chunked(
     q: Tensor,
     k: Tensor,
@@ -78,7 +81,7 @@ def delta_rule_chunked(
     state: Tensor | None = None,
     chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Chunked WY / UT form; memory O(L * C), one triangular solve per chunk, all chunks at once.
+    """Chunked WY / UT form; memory O(L * C), one triangular solve per chunk, a segment's chunks at once.
 
     Inside a chunk starting from S_0, with b_t the cumulative log decay since the chunk's start, the writes
     u_t = beta_t (v_t - k_t S_{t-1}) satisfy (I + diag(beta) tril_{-1}(K K^T * exp(b_t - b_s))) u
@@ -87,11 +90,18 @@ def delta_rule_chunked(
     """
     out_dtype = q.dtype
     q, k, v, beta, log_decay, state = _prepare(q, k, v, beta, log_decay, state)
+    if q.shape[2] == 0:
+        return v.new_zeros(v.shape).to(out_dtype), state
+    o, state = by_segments(_delta_segment, chunk_size or DEFAULT_CHUNK, [q, k, v, beta, log_decay], state)
+    return o.to(out_dtype), state
+
+
+def _delta_segment(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None, state: Tensor, size: int
+) -> tuple[Tensor, Tensor]:
+    """The chunked WY / UT form over one segment, all its chunks at once, from `state`."""
     b, h, length, dk = q.shape
     dv = v.shape[-1]
-    if length == 0:
-        return v.new_zeros(v.shape).to(out_dtype), state
-    size = chunk_size or DEFAULT_CHUNK
     n, (q, k, v, beta, log_decay) = pad_to_chunks(size, q, k, v, beta, log_decay)
     qc, kc = q.reshape(b, h, n, size, dk), k.reshape(b, h, n, size, dk)  # (B, H, n, C, dk)
     vc, bc = v.reshape(b, h, n, size, dv), beta.reshape(b, h, n, size, 1)  # (B, H, n, C, dv), (B, H, n, C, 1)
@@ -111,13 +121,14 @@ def delta_rule_chunked(
     u_free, w = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True).split([dv, dk], dim=-1)
 
     before, writes = [], []
-    for i in range(n):  # u = U - W S_0, then S_C = a_C S_0 + K_out^T u
-        before.append(state)
-        u = u_free[:, :, i] - w[:, :, i] @ state  # (B, H, C, dv)
+    # unbind once: indexing chunk i inside the loop would make each backward step allocate the whole tensor (O(n^2))
+    decays = [None] * n if chunk_a is None else chunk_a.unbind(2)
+    for u_i, w_i, k_i, a_i in zip(u_free.unbind(2), w.unbind(2), k_out.unbind(2), decays, strict=True):
+        before.append(state)  # u = U - W S_0, then S_C = a_C S_0 + K_out^T u
+        u = u_i - w_i @ state  # (B, H, C, dv)
         writes.append(u)
-        carried = state if chunk_a is None else chunk_a[:, :, i] * state
-        state = carried + k_out[:, :, i].transpose(-1, -2) @ u
+        state = (state if a_i is None else a_i * state) + k_i.transpose(-1, -2) @ u
     s_before, u = torch.stack(before, dim=2), torch.stack(writes, dim=2)  # (B, H, n, dk, dv), (B, H, n, C, dv)
     scores = (qc @ kc.transpose(-1, -2)) * decay  # (B, H, n, C, C), zero above the diagonal
     o = q_in @ s_before + scores @ u  # (B, H, n, C, dv)
-    return o.reshape(b, h, n * size, dv)[:, :, :length].to(out_dtype), state
+    return o.reshape(b, h, n * size, dv)[:, :, :length], state

@@ -8,17 +8,20 @@ Layout (B, H, L, d); q is used as given (no scaling); the state is kept in at le
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .validate import check_recurrence_inputs, compute_dtype
+from .validate import check_recurrence_inputs, compute_dtype, outside_autocast
 
 DEFAULT_CHUNK = 64
 # Per-channel decays enter the scores as (q_t e^{b_t - m}) . (k_s e^{m - b_s}) around the chunk's middle m; that is
 # exact while |b - m| <= FACTOR_LIMIT (e^30 keeps both factors far from fp32 overflow). A chunk whose decay spans more
 # (a near-zero gate) is computed from the (C, C, dk) tensor of exp(b_t - b_s) instead.
 FACTOR_LIMIT = 30.0
+SEGMENT_TOKENS = 1024  # tokens whose chunks are computed together (see by_segments)
 
 
 def gated_linear_attention(
@@ -44,6 +47,7 @@ def _prepare(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, state: T
     return dt, *cast
 
 
+@outside_autocast
 def gla_reference(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -58,6 +62,7 @@ def gla_reference(
     return o.to(out_dtype), s
 
 
+@outside_autocast
 def gla_step(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, state: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -85,9 +90,10 @@ def pass_chunk_states(
     a = chunk_log_decay.exp()
     a = a[..., None, None] if a.dim() == 3 else a[..., None]  # broadcast over (dk, dv) or dv
     before = []
-    for i in range(chunk_kv.shape[2]):
+    # unbind once: indexing chunk i inside the loop would make each backward step allocate the whole tensor (O(n^2))
+    for a_i, kv_i in zip(a.unbind(2), chunk_kv.unbind(2), strict=True):
         before.append(state)
-        state = a[:, :, i] * state + chunk_kv[:, :, i]
+        state = a_i * state + kv_i
     return torch.stack(before, dim=2), state
 
 
@@ -135,6 +141,26 @@ def _per_channel_scores(qc: Tensor, kc: Tensor, cum: Tensor) -> Tensor:
     return scores
 
 
+def by_segments(
+    segment_fn: Callable[..., tuple[Tensor, Tensor]], size: int, tensors: list[Tensor | None], state: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Run segment_fn(*tensors, state, size) over consecutive segments of whole chunks, carrying the state.
+
+    A segment is about SEGMENT_TOKENS tokens: its chunks are computed together (parallel), while its working set
+    stays the same whatever L, so time grows linearly with L instead of slowing as the tensors outgrow the caches.
+    """
+    seg = size * max(1, SEGMENT_TOKENS // size)
+    if tensors[0].shape[2] <= seg:
+        return segment_fn(*tensors, state, size)
+    # split, not slicing in a loop: a slice's backward allocates the whole tensor each time (O(L^2) in total)
+    pieces = [t.split(seg, dim=2) if t is not None else None for t in tensors]
+    outs = []
+    for i in range(len(pieces[0])):
+        o, state = segment_fn(*(p[i] if p is not None else None for p in pieces), state, size)
+        outs.append(o)
+    return torch.cat(outs, dim=2), state
+
+
 def pad_to_chunks(size: int, *tensors: Tensor | None) -> tuple[int, list[Tensor | None]]:
     """Zero-pad the L axis (dim 2) of each tensor up to a multiple of size; returns the chunk count and the tensors.
 
@@ -151,6 +177,7 @@ def pad_to_chunks(size: int, *tensors: Tensor | None) -> tuple[int, list[Tensor 
     return (length + pad) // size, out
 
 
+@outside_autocast
 def gla_chunked(
     q: Tensor,
     k: Tensor,
@@ -162,12 +189,20 @@ def gla_chunked(
     """Chunked form: quadratic inside a chunk of C tokens, a running state across chunks; memory O(L * C)."""
     out_dtype = q.dtype
     _, q, k, v, log_decay, state = _prepare(q, k, v, log_decay, state)
+    if q.shape[2] == 0:
+        return v.new_zeros(v.shape).to(out_dtype), state
+    size = chunk_size or DEFAULT_CHUNK
+    o, state = by_segments(_gla_segment, size, [q, k, v, log_decay], state)
+    return o.to(out_dtype), state
+
+
+def _gla_segment(
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, state: Tensor, size: int
+) -> tuple[Tensor, Tensor]:
+    """The chunked form over one segment, all its chunks at once, from `state`."""
     b, h, length, dk = q.shape
     dv = v.shape[-1]
-    if length == 0:
-        return v.new_zeros(v.shape).to(out_dtype), state
     per_channel = log_decay is not None and log_decay.dim() == 4
-    size = chunk_size or DEFAULT_CHUNK
     n, (q, k, v, log_decay) = pad_to_chunks(size, q, k, v, log_decay)
     qc, kc = q.reshape(b, h, n, size, dk), k.reshape(b, h, n, size, dk)  # (B, H, n, C, dk)
     vc = v.reshape(b, h, n, size, dv)  # (B, H, n, C, dv)
@@ -187,4 +222,4 @@ def gla_chunked(
     chunk_kv = k_out.transpose(-1, -2) @ vc  # (B, H, n, dk, dv): what each chunk adds to the state at its end
     before, state = pass_chunk_states(chunk_kv, chunk_log, state)
     o = scores @ vc + q_in @ before  # (B, H, n, C, dv)
-    return o.reshape(b, h, n * size, dv)[:, :, :length].to(out_dtype), state
+    return o.reshape(b, h, n * size, dv)[:, :, :length], state

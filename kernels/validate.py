@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import Tensor
+
+R = TypeVar("R")
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:
@@ -78,6 +84,20 @@ def as_grouped(M: Tensor, groups: int) -> Tensor:
     if M.dim() == 4:
         return M
     return M.unsqueeze(1).expand(M.shape[0], groups, *M.shape[1:])
+
+
+def outside_autocast(fn: Callable[..., R]) -> Callable[..., R]:
+    """Run a recurrence with autocast off, so that a bf16 autocast region cannot downcast its fp32 matmuls."""
+
+    @functools.wraps(fn)
+    def wrapper(q: Tensor, *args, **kwargs):
+        device = q.device.type
+        if not torch.amp.is_autocast_available(device):
+            return fn(q, *args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return fn(q, *args, **kwargs)
+
+    return wrapper
 
 
 def compute_dtype(t: Tensor) -> torch.dtype:

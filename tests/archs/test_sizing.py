@@ -17,6 +17,16 @@ def test_match_params_within_two_percent(budget, n_layers):
     assert max(counts.values()) <= 1.02 * min(counts.values())
 
 
+def test_the_recurrent_family_is_sized_like_every_mixer():
+    """test_match_params_within_two_percent runs over MIXERS; the recurrent family must be among them, and each
+    member's accepted widths respect its head constraints (RetNet: even rotary head dim; Gated DeltaNet: 0.75 d / 6)."""
+    assert {"retnet", "gla", "deltanet", "gated_deltanet"} <= set(MIXERS)
+    retnet = match_params(ModelConfig(mixer="retnet", n_layers=2), 3_000_000)
+    assert retnet.d_model % 8 == 0  # 4 heads of an even key head dim
+    gdn = match_params(ModelConfig(mixer="gated_deltanet", n_layers=2), 3_000_000)
+    assert (gdn.d_model * 3) % (4 * 6) == 0  # 0.75 d_model split over 6 heads
+
+
 def test_match_params_respects_mixer_constraints():
     cfg = match_params(ModelConfig(mixer="attention", mixer_args={"n_heads": 6}), 500_000)
     assert cfg.d_model % 12 == 0  # divisible by heads, with an even head dim for rotary embeddings

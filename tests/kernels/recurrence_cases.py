@@ -9,10 +9,16 @@ DECAYS = (None, "head", "channel")  # no decay, one log decay per (head, step), 
 
 
 def rel_err(actual: Tensor, expected: Tensor) -> float:
-    """Norm-wise relative error ||actual - expected|| / ||expected|| (0 when both are zero)."""
-    scale = expected.double().norm().item()
-    diff = (actual.double() - expected.double()).norm().item()
-    return diff / scale if scale else diff
+    """Norm-wise relative error ||actual - expected|| / ||expected||.
+
+    The scale is at least 0.1 per element (RMS): the inputs are O(1), and where a result nearly cancels or is zero
+    (a tiny problem, dk = dv = 1; the decay's gradient when the state is still zero) no fp32 evaluation order, the
+    reference's included, is relatively exact; there the check becomes an absolute 1e-6 per element, a few fp32
+    roundings of the O(1) terms that cancelled.
+    """
+    floor = 0.1 * expected.numel() ** 0.5
+    scale = max(expected.double().norm().item(), floor)
+    return (actual.double() - expected.double()).norm().item() / scale
 
 
 def recurrence_inputs(

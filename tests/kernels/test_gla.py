@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -40,6 +42,14 @@ def _check_forms_agree(b, h, length, dk, dv, decay, chunk, start_state=True, see
 @pytest.mark.parametrize(("length", "chunk"), [(1, 4), (16, 4), (37, 8), (70, None), (5, 64)])
 def test_chunked_equals_reference_outputs_state_and_gradients(decay, length, chunk):
     _check_forms_agree(2, 3, length, 5, 7, decay, chunk)
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+@pytest.mark.parametrize(("length", "chunk", "segment"), [(37, 4, 8), (40, 8, 16), (33, 8, 3)])
+def test_segments_carry_the_state_exactly(monkeypatch, decay, length, chunk, segment):
+    """Long sequences run segment by segment (chunks of a segment together); the seams change nothing."""
+    monkeypatch.setattr(importlib.import_module("seqmix.kernels.gated_linear_attention"), "SEGMENT_TOKENS", segment)
+    _check_forms_agree(2, 2, length, 4, 3, decay, chunk)
 
 
 @settings(max_examples=30, deadline=None)
@@ -146,3 +156,19 @@ def test_bad_input_is_one_line_naming_the_value(case):
     with pytest.raises(ValueError, match=r"^gated_linear_attention: " + message) as err:
         kernels.gated_linear_attention(**args)
     assert "\n" not in str(err.value)
+
+
+def test_bf16_autocast_changes_nothing_inside_the_kernel():
+    """A forward under CPU bf16 autocast (chunked form, step) and its gradients are bit-identical to fp32."""
+    ins = recurrence_inputs(1, 2, 20, 4, 3, "channel", seed=6)
+
+    def run(enabled: bool):
+        xs = leaves(ins)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            o, s = _run(gla_chunked, xs, chunk_size=8)
+            y, s2 = gla_step(xs["q"][:, :, 0], xs["k"][:, :, 0], xs["v"][:, :, 0], xs["log_decay"][:, :, 0], s)
+        (o.sum() + s2.sum() + y.sum()).backward()  # outside autocast, as Lightning runs it
+        return [o, s2, y] + [t.grad for t in xs.values() if t is not None]
+
+    for got, want in zip(run(True), run(False), strict=True):
+        assert got.dtype == torch.float32 and torch.equal(got, want)
