@@ -1,4 +1,5 @@
-"""Causal linear attention: a positive feature map, a (heads, dk, dv) fast-weight state, chunked training form."""
+"""Causal linear attention: a positive feature map, a (heads, dk, dv) fast-weight state, on the gated linear-attention
+kernel with no decay."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqmix.kernels.linear_attention import chunked_linear_attention, linear_attention_step
+from seqmix.kernels import gated_linear_attention
+from seqmix.kernels.gated_linear_attention import gla_step
 
 from .mixer import Mixer, State, positive_int, register
+from .recurrent import state_element_size
 
 FEATURE_MAPS = {
     "elu": lambda x: F.elu(x) + 1.0,
@@ -47,7 +50,7 @@ class LinearAttention(Mixer):
                 "to zero; use feature_map='elu' or 'relu', or normalize=False"
             )
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.feature_map, self.normalize, self.chunk_size = feature_map, normalize, chunk_size
+        self.feature_map, self.normalize, self.chunk_size, self.eps = feature_map, normalize, chunk_size, 1e-6
         self.phi = FEATURE_MAPS[feature_map]
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -61,42 +64,47 @@ class LinearAttention(Mixer):
         b, _, l, _ = y.shape
         return self.out(y.transpose(1, 2).reshape(b, l, self.d_model))
 
+    def _values(self, v: Tensor) -> Tensor:
+        """With normalize, the normaliser z = sum_s k_s rides along as an extra value column of ones: q S = [q S_v, q z]."""
+        return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1) if self.normalize else v
+
+    def _output(self, o: Tensor) -> Tensor:
+        return o[..., :-1] / (o[..., -1:] + self.eps) if self.normalize else o
+
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         q, k, v = self._heads(x)
-        s, z = (state["S"], state.get("z")) if state is not None else (None, None)
-        y, s, z = chunked_linear_attention(q, k, v, self.chunk_size, s, z, self.normalize)
-        new_state = {"S": s} if z is None else {"S": s, "z": z}
-        return self._merge(y), new_state
+        o, s = gated_linear_attention(q, k, self._values(v), state=None if state is None else state["S"],
+                                      chunk_size=self.chunk_size)
+        return self._merge(self._output(o)), {"S": s}
 
     def forward(self, x: Tensor) -> Tensor:
         return self._mix(x, None)[0]
 
     def init_state(self, batch: int, max_len: int = 0) -> State:
         p = self.qkv.weight
-        state = {"S": p.new_zeros(batch, self.n_heads, self.head_dim, self.head_dim)}
-        if self.normalize:
-            state["z"] = p.new_zeros(batch, self.n_heads, self.head_dim)
-        return state
+        dv = self.head_dim + (1 if self.normalize else 0)
+        dtype = torch.promote_types(p.dtype, torch.float32)
+        return {"S": p.new_zeros(batch, self.n_heads, self.head_dim, dv, dtype=dtype)}
 
     def prefill(self, x: Tensor, max_len: int | None = None) -> tuple[Tensor, State]:
         return self._mix(x, self.init_state(x.shape[0]))
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         q, k, v = (t[:, :, 0] for t in self._heads(x[:, None, :]))
-        y = linear_attention_step(q, k, v, state["S"], state.get("z"))
-        return self._merge(y[:, :, None])[:, 0], state
+        o, state["S"] = gla_step(q, k, self._values(v), None, state["S"])
+        return self._merge(self._output(o.to(x.dtype))[:, :, None])[:, 0], state
 
     def param_count(self) -> int:
         return 4 * self.d_model * self.d_model
 
     def flops_per_token(self, seq_len: int) -> float:
         d, hd, c = self.d_model, self.head_dim, self.chunk_size
+        dv = hd + (1 if self.normalize else 0)  # the normaliser's column of ones
         padded = -(-seq_len // c) * c  # the chunked form computes on whole chunks
-        # projections; within-chunk q.k and scores@v (dense over the chunk); q@S; the per-chunk k^T v
-        mixing = padded * (2 * 2 * c * d + 2 * 2 * d * hd)
+        # per head and token: within-chunk q.k and scores @ v (dense over the chunk); k^T v per chunk; q @ S
+        mixing = self.n_heads * padded * (2 * c * hd + 2 * c * dv + 4 * hd * dv)
         return 2 * 4 * d * d + mixing / max(seq_len, 1)
 
     def state_bytes(self, seq_len: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> int:
-        elem = torch.empty((), dtype=dtype).element_size()
-        per_head = self.head_dim * self.head_dim + (self.head_dim if self.normalize else 0)
-        return batch * self.n_heads * per_head * elem
+        dv = self.head_dim + (1 if self.normalize else 0)  # S and, as its last column, the normaliser z
+        return batch * self.n_heads * self.head_dim * dv * state_element_size(dtype)

@@ -1,6 +1,9 @@
-"""Selective-scan benchmark: forward and forward+backward time per backend and length, speedup over `ref`.
+"""Kernel benchmark: the selective scan per backend and length (speedup over `ref`), and the linear recurrences
+(gated linear attention, delta rule): chunked form against its sequential reference and time growth with L.
 
-python -m seqmix.kernels.bench [--backends torch ref] [--batch 4] [--dim 512] [--d-state 16] [--lengths 256 1024 4096]
+python -m seqmix.kernels.bench [--kernels selective_scan gated_linear_attention delta_rule]
+    [--backends torch ref] [--batch 4] [--dim 512] [--d-state 16] [--lengths 256 1024 4096]
+    [--heads 4] [--head-dim 32] [--rec-batch 1] [--rec-lengths 1024 2048 4096 8192 16384] [--speedup-length 1024]
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from dataclasses import dataclass
 
 import torch
 
+from .delta_rule import delta_rule, delta_rule_reference
 from .dispatch import available_backends, selective_scan
+from .gated_linear_attention import gated_linear_attention, gla_reference
+
+KERNELS = ("selective_scan", "gated_linear_attention", "delta_rule")
+# each recurrence with each kind of decay it takes: none, one per (head, step), one per (head, step, key channel)
+RECURRENCES = {
+    "gated_linear_attention": (None, "head", "channel"),
+    "delta_rule": (None, "head"),
+}
 
 
 @dataclass
@@ -109,14 +121,132 @@ def report(rows: list[Row], lengths: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> list[Row]:
-    """Parse arguments, run the benchmark, print the table; returns the measured rows."""
+@dataclass
+class RecurrenceRow:
+    kernel: str  # e.g. "gated_linear_attention[channel]"
+    form: str  # "chunked" or "reference"
+    length: int
+    fwd_ms: float
+    fwd_bwd_ms: float
+
+
+def _recurrence_inputs(
+    kernel: str, decay: str | None, batch: int, heads: int, head_dim: int, length: int, device: str
+) -> dict[str, torch.Tensor | None]:
+    """Layer-like inputs: unit-norm keys for the delta rule, GLA-like decays (logsigmoid / 16), beta = sigmoid."""
+    g = torch.Generator().manual_seed(0)
+    shape = (batch, heads, length, head_dim)
+    q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
+    if kernel == "delta_rule":
+        k = torch.nn.functional.normalize(k, dim=-1)
+    decay_shape = {None: None, "head": shape[:3], "channel": shape}[decay]
+    log_decay = None if decay_shape is None else torch.nn.functional.logsigmoid(torch.randn(decay_shape, generator=g)) / 16
+    beta = torch.rand(shape[:3], generator=g) if kernel == "delta_rule" else None
+    ins = {"q": q, "k": k, "v": v, "beta": beta, "log_decay": log_decay}
+    return {n: None if t is None else t.to(device).requires_grad_() for n, t in ins.items()}
+
+
+def measure_recurrence(
+    kernel: str, decay: str | None, form: str, batch: int, heads: int, head_dim: int, length: int,
+    repeats: int, warmup: int, device: str,
+) -> RecurrenceRow:
+    """Median forward (autograd on) and forward+backward wall time of one recurrence form at one length."""
+    ins = _recurrence_inputs(kernel, decay, batch, heads, head_dim, length, device)
+    fn = {
+        ("gated_linear_attention", "chunked"): lambda: gated_linear_attention(ins["q"], ins["k"], ins["v"], ins["log_decay"]),
+        ("gated_linear_attention", "reference"): lambda: gla_reference(ins["q"], ins["k"], ins["v"], ins["log_decay"]),
+        ("delta_rule", "chunked"): lambda: delta_rule(ins["q"], ins["k"], ins["v"], ins["beta"], ins["log_decay"]),
+        ("delta_rule", "reference"): lambda: delta_rule_reference(
+            ins["q"], ins["k"], ins["v"], ins["beta"], ins["log_decay"]
+        ),
+    }[kernel, form]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def fwd_bwd() -> None:
+        o, s = fn()
+        (o.sum() + s.sum()).backward()
+        for t in ins.values():
+            if t is not None:
+                t.grad = None
+
+    label = f"{kernel}[{decay or 'none'}]"
+    return RecurrenceRow(label, form, length, _median_ms(fn, repeats, warmup, sync), _median_ms(fwd_bwd, repeats, warmup, sync))
+
+
+def fit_exponent(lengths: Sequence[float], times: Sequence[float]) -> float:
+    """Least-squares slope of log(time) against log(L): time ~ L^exponent."""
+    xs, ys = [math.log(x) for x in lengths], [math.log(t) for t in times]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def report_recurrences(rows: list[RecurrenceRow], speedup_length: int) -> str:
+    """Per recurrence: chunked vs reference at speedup_length, chunked times per L, the fitted fwd+bwd exponent."""
+    lines = [
+        f"{'kernel':<32}{'form':<11}{'L':>7}{'fwd ms':>11}{'fwd+bwd ms':>13}",
+        *(f"{r.kernel:<32}{r.form:<11}{r.length:>7}{r.fwd_ms:>11.1f}{r.fwd_bwd_ms:>13.1f}" for r in rows),
+        "",
+        f"{'kernel':<32}{f'fwd x ref (L={speedup_length})':>22}{'fwd+bwd x ref':>15}{'lengths':>18}{'fwd+bwd exponent':>18}",
+    ]
+    for kernel in dict.fromkeys(r.kernel for r in rows):
+        chunked = sorted((r for r in rows if r.kernel == kernel and r.form == "chunked"), key=lambda r: r.length)
+        ref = next((r for r in rows if r.kernel == kernel and r.form == "reference" and r.length == speedup_length), None)
+        fast = next((r for r in chunked if r.length == speedup_length), None)
+        fx, bx = (f"{ref.fwd_ms / fast.fwd_ms:.1f}", f"{ref.fwd_bwd_ms / fast.fwd_bwd_ms:.1f}") if ref and fast else ("-", "-")
+        if len(chunked) > 1:
+            span = f"{chunked[0].length}-{chunked[-1].length}"
+            exponent = f"{fit_exponent([r.length for r in chunked], [r.fwd_bwd_ms for r in chunked]):.2f}"
+        else:
+            span, exponent = "-", "-"
+        lines.append(f"{kernel:<32}{fx:>22}{bx:>15}{span:>18}{exponent:>18}")
+    return "\n".join(lines)
+
+
+def _where(device: str) -> str:
+    if device.startswith("cuda"):
+        return device
+    # Other processes on the same cores distort CPU timings (and multi-threaded ones most): say how busy.
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{device} ({torch.get_num_threads()} threads of {os.cpu_count()} CPUs{load})"
+
+
+def run_recurrences(args: argparse.Namespace) -> list[RecurrenceRow]:
+    """Benchmark each requested recurrence and decay kind; print the table."""
+    lengths = sorted(set(args.rec_lengths) | {args.speedup_length})
+    print(
+        f"\nlinear recurrences: B={args.rec_batch} H={args.heads} dk=dv={args.head_dim} float32 on {_where(args.device)}; "
+        f"median of {args.repeats} after {args.warmup} warm-up; the sequential reference only at L={args.speedup_length}"
+    )
+    rows = []
+    for kernel in (k for k in args.kernels if k in RECURRENCES):
+        for decay in RECURRENCES[kernel]:
+            common = (args.rec_batch, args.heads, args.head_dim)
+            rows.append(measure_recurrence(
+                kernel, decay, "reference", *common, args.speedup_length, args.repeats, args.warmup, args.device
+            ))
+            for length in lengths:
+                rows.append(measure_recurrence(
+                    kernel, decay, "chunked", *common, length, args.repeats, args.warmup, args.device
+                ))
+    print(report_recurrences(rows, args.speedup_length))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row | RecurrenceRow]:
+    """Parse arguments, run the benchmarks, print the tables; returns the measured rows."""
     p = argparse.ArgumentParser(prog="python -m seqmix.kernels.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
     p.add_argument("--backends", nargs="+", help="default: every backend that runs on --device (triton: CUDA only)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--dim", type=int, default=512, help="channels D (Mamba's d_inner)")
     p.add_argument("--d-state", type=int, default=16)
-    p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
+    p.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096], help="selective-scan lengths")
+    p.add_argument("--heads", type=int, default=4, help="recurrences: heads H")
+    p.add_argument("--head-dim", type=int, default=32, help="recurrences: dk = dv per head")
+    p.add_argument("--rec-batch", type=int, default=1, help="recurrences: batch")
+    p.add_argument("--rec-lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384],
+                   help="recurrences: lengths of the chunked form, over which the time exponent is fitted")
+    p.add_argument("--speedup-length", type=int, default=1024, help="recurrences: L of the chunked-vs-reference speedup")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per cell; the median is reported")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--ref-max-length", type=int, default=256, help="ref is a Python loop over L: skip it above this length")
@@ -129,8 +259,21 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         "multi-threaded ops stall in OpenMP barriers, and 1 gives steadier numbers",
     )
     args = p.parse_args(argv)
+    for name in ("batch", "dim", "d_state", "heads", "head_dim", "rec_batch", "speedup_length", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    rows: list[Row | RecurrenceRow] = []
+    if "selective_scan" in args.kernels:
+        rows += run_scan(args)
+    if any(k in RECURRENCES for k in args.kernels):
+        rows += run_recurrences(args)
+    return rows
+
+
+def run_scan(args: argparse.Namespace) -> list[Row]:
+    """The selective-scan benchmark over backends and lengths; print the table."""
     dtype = getattr(torch, args.dtype)
     backends = args.backends
     if backends is None:
@@ -138,13 +281,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         if not args.device.startswith("cuda"):
             backends = [b for b in backends if b != "triton"]  # the CPU interpreter is for tests, not timing
     backends = sorted(dict.fromkeys(backends), key=lambda b: b != "ref")
-    where = args.device
-    if not args.device.startswith("cuda"):
-        # Other processes on the same cores distort CPU timings (and multi-threaded ones most): say how busy.
-        load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-        where += f" ({torch.get_num_threads()} threads of {os.cpu_count()} CPUs{load})"
     print(
-        f"selective scan: B={args.batch} D={args.dim} N={args.d_state} {args.dtype} on {where}; "
+        f"selective scan: B={args.batch} D={args.dim} N={args.d_state} {args.dtype} on {_where(args.device)}; "
         f"median of {args.repeats} after {args.warmup} warm-up; delta_softplus, D and z on"
     )
     skipped = [L for L in args.lengths if L > args.ref_max_length]

@@ -1,8 +1,15 @@
-"""Early, explicit checks of selective-scan inputs, shared by every backend."""
+"""Early, explicit checks of kernel inputs (selective scan, gated linear attention, delta rule), shared by every form."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
 from torch import Tensor
+
+R = TypeVar("R")
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:
@@ -77,3 +84,68 @@ def as_grouped(M: Tensor, groups: int) -> Tensor:
     if M.dim() == 4:
         return M
     return M.unsqueeze(1).expand(M.shape[0], groups, *M.shape[1:])
+
+
+def outside_autocast(fn: Callable[..., R]) -> Callable[..., R]:
+    """Run a recurrence with autocast off, so that a bf16 autocast region cannot downcast its fp32 matmuls."""
+
+    @functools.wraps(fn)
+    def wrapper(q: Tensor, *args, **kwargs):
+        device = q.device.type
+        if not torch.amp.is_autocast_available(device):
+            return fn(q, *args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return fn(q, *args, **kwargs)
+
+    return wrapper
+
+
+def compute_dtype(t: Tensor) -> torch.dtype:
+    """The dtype a linear recurrence accumulates in: fp32, or the input's when it is wider (float64)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def check_recurrence_inputs(
+    fn: str,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor | None = None,
+    log_decay: Tensor | None = None,
+    state: Tensor | None = None,
+    chunk_size: int | None = None,
+    per_channel_decay: bool = True,
+) -> None:
+    """Raise a one-line ValueError naming the bad input of a (B, H, L, d) linear recurrence and what would be valid."""
+    if q.dim() != 4:
+        raise ValueError(f"{fn}: q must have shape (batch, heads, seqlen, dk); got {_shape(q)}")
+    b, h, length, dk = q.shape
+    if not q.is_floating_point():
+        raise ValueError(f"{fn}: q must be a floating-point tensor; got {q.dtype}")
+    if _shape(k) != (b, h, length, dk):
+        raise ValueError(f"{fn}: k must have shape (batch, heads, seqlen, dk) = {(b, h, length, dk)} like q; got {_shape(k)}")
+    if v.dim() != 4 or _shape(v)[:3] != (b, h, length):
+        raise ValueError(f"{fn}: v must have shape (batch, heads, seqlen, dv) = {(b, h, length)} + (dv,); got {_shape(v)}")
+    if beta is not None and _shape(beta) != (b, h, length):
+        raise ValueError(f"{fn}: beta must have shape (batch, heads, seqlen) = {(b, h, length)}; got {_shape(beta)}")
+    if log_decay is not None:
+        shapes = [(b, h, length)] + ([(b, h, length, dk)] if per_channel_decay else [])
+        if _shape(log_decay) not in shapes:
+            valid = " or ".join(map(str, shapes))
+            raise ValueError(f"{fn}: log_decay must have shape {valid}; got {_shape(log_decay)}")
+        top = log_decay.detach().max() if log_decay.numel() else None
+        if top is not None and not top <= 0:  # also catches NaN
+            raise ValueError(
+                f"{fn}: log_decay must be <= 0 (a decay exp(log_decay) in (0, 1]); got a maximum of {top.item():g}"
+            )
+    if state is not None and _shape(state) != (b, h, dk, v.shape[-1]):
+        raise ValueError(
+            f"{fn}: state must have shape (batch, heads, dk, dv) = {(b, h, dk, v.shape[-1])}; got {_shape(state)}"
+        )
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"{fn}: chunk_size must be a positive integer or None; got {chunk_size!r}")
+    tensors = {"q": q, "k": k, "v": v, "beta": beta, "log_decay": log_decay, "state": state}
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"{fn}: all inputs must be on one device; got {listing}")

@@ -70,7 +70,11 @@ def test_mixer_factory_config():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(mixer="transformer"), "unknown mixer 'transformer'; registered mixers: attention, linear_attention, mamba"),
+        (
+            dict(mixer="transformer"),
+            "unknown mixer 'transformer'; registered mixers: attention, deltanet, gated_deltanet, gla, linear_attention, "
+            "mamba, mamba2, retnet",
+        ),
         (dict(mixer="attention", d_model=30, mixer_args={"n_heads": 4}), "d_model=30 is not divisible by n_heads=4"),
         (dict(mixer="mamba", mixer_args={"d_sate": 4}), "mixer 'mamba' does not take d_sate"),
         (dict(d_model=0), "d_model must be a positive integer, got 0"),

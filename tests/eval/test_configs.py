@@ -19,6 +19,7 @@ SYNTHETIC = ["--data.num_train=32", "--data.num_val=8", "--data.num_test=8", "--
         ("multi_needle", "linear_attention", "multi_needle"),
         ("induction", "mamba", "induction"),
         ("selective_copying", "attention", "selective_copying"),
+        ("induction", "mamba2", "induction"),
     ],
 )
 def test_task_config_trains_and_its_checkpoint_is_evaluated(config, mixer, task, tmp_path):
