@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -15,7 +16,9 @@ def delta_features(q: Tensor, k: Tensor, v: Tensor, has_conv: bool, head_k: int)
     """SiLU (unless the short conv applied it), L2-normalised q and k, q scaled by dk^-1/2."""
     if not has_conv:
         q, k, v = F.silu(q), F.silu(k), F.silu(v)
-    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    # in fp32 (the kernel's dtype anyway): the delta rule's v - k S cancels, and bf16-rounded unit keys showed in it
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    q, k = F.normalize(q.to(dtype), dim=-1), F.normalize(k.to(dtype), dim=-1)
     return q * (1.0 / math.sqrt(head_k)), k, v
 
 

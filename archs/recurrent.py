@@ -141,11 +141,12 @@ class RecurrentMixer(Mixer):
                 o, s = delta_rule_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], beta[:, :, 0], g, s)
             else:
                 o, s = gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g, s)
-            o = o[:, :, None].to(v.dtype)
+            o = o[:, :, None]
         elif self.delta:
             o, s = kernels.delta_rule(q, k, v, beta, log_decay, s, self.chunk_size)
         else:
             o, s = kernels.gated_linear_attention(q, k, v, log_decay, s, self.chunk_size)
+        o = o.to(v.dtype)  # the kernels answer in q's dtype, which the feature map may have widened to fp32
         new_state["S"] = s
         if self.uses_position:
             new_state["pos"] = torch.as_tensor(pos, device=x.device).to(torch.long) + length

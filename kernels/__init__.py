@@ -1,8 +1,8 @@
 """How the hot loops compute: selective scan backends, gated linear attention and the delta rule."""
 
-from .delta_rule import delta_rule
+from .delta_rule import delta_rule, delta_rule_reference, delta_rule_step
 from .dispatch import BACKENDS, available_backends, resolve_backend, selective_scan
-from .gated_linear_attention import gated_linear_attention
+from .gated_linear_attention import gated_linear_attention, gla_reference, gla_step
 from .scan_ref import selective_scan_ref
 from .state_update import selective_state_update
 
@@ -10,7 +10,11 @@ __all__ = [
     "BACKENDS",
     "available_backends",
     "delta_rule",
+    "delta_rule_reference",
+    "delta_rule_step",
     "gated_linear_attention",
+    "gla_reference",
+    "gla_step",
     "resolve_backend",
     "selective_scan",
     "selective_scan_ref",

@@ -156,3 +156,16 @@ def test_decode_state_does_not_grow(name):
     assert mixer.state_bytes(8192) == mixer.state_bytes(512) == mixer.state_bytes(1)
     _, state = mixer.prefill(torch.randn(1, 5, 48))
     assert state["S"].dtype == torch.float32 and state["S"].shape == (1, mixer.n_heads, mixer.head_k, mixer.head_v)
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_bf16_autocast_keeps_the_state_fp32_and_the_output_close(name):
+    torch.manual_seed(4)
+    mixer = MIXERS[name](48)
+    x = torch.randn(2, 70, 48)
+    want = mixer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, state = mixer.prefill(x)
+        step, state = mixer.step(x[:, 0], state)
+    assert state["S"].dtype == torch.float32 and y.dtype == step.dtype == torch.bfloat16
+    assert (y.float() - want).abs().max() <= 0.03 * want.abs().max()  # bf16 projections around an fp32 recurrence
