@@ -6,7 +6,16 @@ from .kv_policy import KVPolicy, KVSchedule, parse_kv_policy, set_kv_policy
 from .linear_attention import LinearAttention
 from .mamba import Mamba
 from .mixer import MIXERS, Mixer, State, get_mixer, register
-from .model import LanguageModel, MixerFactory, ModelConfig, preset
+from .model import (
+    LanguageModel,
+    LayerSpec,
+    MixerFactory,
+    ModelConfig,
+    mixer_from_spec,
+    mixer_to_spec,
+    pattern_name,
+    preset,
+)
 from .rope import RopeScaling, rotary, set_rope_scaling
 from .sizing import match_params, match_width, non_embedding_params
 from .sliding_window import SlidingWindow
@@ -18,8 +27,8 @@ def no_weight_decay(name: str, param) -> bool:
 
 
 __all__ = [
-    "Attention", "KVPolicy", "KVSchedule", "LanguageModel", "LinearAttention", "MIXERS", "Mamba", "Mixer",
+    "MIXERS", "Attention", "KVPolicy", "KVSchedule", "LanguageModel", "LayerSpec", "LinearAttention", "Mamba", "Mixer",
     "MixerFactory", "ModelConfig", "RopeScaling", "SlidingWindow", "State", "get_mixer", "match_params", "match_width",
-    "no_weight_decay", "non_embedding_params", "parse_kv_policy", "preset", "register", "rotary", "set_kv_policy",
-    "set_rope_scaling",
+    "mixer_from_spec", "mixer_to_spec", "no_weight_decay", "non_embedding_params", "parse_kv_policy", "pattern_name",
+    "preset", "register", "rotary", "set_kv_policy", "set_rope_scaling",
 ]

@@ -15,12 +15,19 @@ def non_embedding_params(config: ModelConfig) -> int:
         return LanguageModel(config).param_count(embedding=False)
 
 
+def _build_every_mixer(config: ModelConfig) -> None:
+    """Build one layer of each distinct spec in the pattern on the meta device (raises if any rejects the width)."""
+    specs = config.layers if config.layers is not None else [config.mixer]
+    with torch.device("meta"):
+        for i in range(len(specs)):
+            config.make_mixer(i)
+
+
 def _valid_width_at_most(config: ModelConfig, d_model: int, search: int = 512) -> int | None:
-    """The largest width <= d_model that the mixer accepts (e.g. divisible by its heads), if any near it."""
+    """The largest width <= d_model that every layer's mixer accepts (e.g. divisible by its heads), if any near it."""
     for d in range(d_model, max(0, d_model - search), -1):
         try:
-            with torch.device("meta"):
-                replace(config, d_model=d, d_ff=None).make_mixer()
+            _build_every_mixer(replace(config, d_model=d, d_ff=None))
         except ValueError:
             continue
         return d
@@ -28,16 +35,15 @@ def _valid_width_at_most(config: ModelConfig, d_model: int, search: int = 512) -
 
 
 def match_params(config: ModelConfig, target: int, tolerance: float = 0.02, max_width: int = 65536) -> ModelConfig:
-    """Resize config to about `target` non-embedding parameters: the widest d_model the mixer accepts that fits,
+    """Resize config to about `target` non-embedding parameters: the widest d_model every layer accepts that fits,
     then the MLP's hidden width to close the gap. Raises if the result is off by more than `tolerance`."""
     if isinstance(target, bool) or not isinstance(target, int) or target < 1:
         raise ValueError(f"target must be a positive integer parameter count, got {target!r}")
     if _valid_width_at_most(config, 512) is None:  # the options, not the width, are wrong (e.g. d_state=0)
         try:
-            with torch.device("meta"):
-                replace(config, d_model=512, d_ff=None).make_mixer()
+            _build_every_mixer(replace(config, d_model=512, d_ff=None))
         except ValueError as err:
-            raise ValueError(f"mixer {config.mixer!r} accepts no width up to 512 with these options: {err}") from None
+            raise ValueError(f"mixer {config.mixer_name!r} accepts no width up to 512 with these options: {err}") from None
 
     def fits(d: int) -> bool:
         w = _valid_width_at_most(config, d)
@@ -49,7 +55,7 @@ def match_params(config: ModelConfig, target: int, tolerance: float = 0.02, max_
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
     width = _valid_width_at_most(config, lo)
     if width is None:
-        raise ValueError(f"no width up to {lo} is accepted by mixer {config.mixer!r} within {target:,} parameters")
+        raise ValueError(f"no width up to {lo} is accepted by mixer {config.mixer_name!r} within {target:,} parameters")
     best = replace(config, d_model=width, d_ff=None)
     if best.hidden:  # every extra unit of MLP hidden width costs 2 * d_model per layer
         gap = target - non_embedding_params(best)

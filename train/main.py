@@ -11,7 +11,7 @@ from .errors import SeqmixError
 
 SUBCOMMANDS = {
     "bench": "seqmix.train.tools.bench.cli:main",
-    "evaluate": "seqmix.train.tools.evaluate:main",
+    "evaluate": "seqmix.train.tools.evaluate.cli:main",
     "sweep": "seqmix.train.tools.sweep.main:main",
     "compare": "seqmix.train.tools.compare:main",
 }

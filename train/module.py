@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 import os
-from dataclasses import fields
 from typing import Any
 
 import lightning as L
@@ -16,57 +14,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from seqmix import archs
-from seqmix.archs import LanguageModel, Mixer, ModelConfig
+from seqmix.archs import LanguageModel, ModelConfig
 
 from .data import IGNORE_INDEX
 
 DEFAULT_MODEL = ModelConfig()
-
-
-def mixer_to_spec(mixer: Any) -> str | dict[str, Any]:
-    """A checkpoint-safe (plain data) form of ModelConfig.mixer: the registry name, or {class_path, init_args}.
-
-    Accepts a name, a Mixer class, or a functools.partial of one with keyword arguments (which is also what
-    jsonargparse builds from ``{class_path: archs.Mamba, init_args: {...}}``).
-    """
-    if isinstance(mixer, str):
-        return mixer
-    cls, init_args = mixer, {}
-    if isinstance(mixer, functools.partial):
-        candidates = [a for a in (mixer.func, *mixer.args) if isinstance(a, type) and issubclass(a, Mixer)]
-        extra = [a for a in mixer.args if not (isinstance(a, type) or callable(a))]
-        cls = candidates[-1] if candidates and not extra else None
-        init_args = dict(mixer.keywords)
-    if not (isinstance(cls, type) and issubclass(cls, Mixer)):
-        raise ValueError(
-            f"cannot save mixer {mixer!r} in hyperparameters; give a registry name ({', '.join(sorted(archs.MIXERS))}), "
-            "a Mixer class, or functools.partial(MixerClass, **options)"
-        )
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args}
-
-
-def mixer_from_spec(spec: Any) -> Any:
-    """Inverse of mixer_to_spec: a name stays a name; {class_path, init_args} becomes functools.partial(cls, **args)."""
-    if not isinstance(spec, dict):
-        return spec
-    if set(spec) - {"class_path", "init_args"} or "class_path" not in spec:
-        raise ValueError(f"a mixer spec is a name or {{class_path, init_args}}, got {spec!r}")
-    module, _, name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name, None) if module else None
-    if not (isinstance(cls, type) and issubclass(cls, Mixer)):
-        raise ValueError(f"mixer class_path {spec['class_path']!r} does not name a seqmix Mixer class")
-    return functools.partial(cls, **dict(spec.get("init_args") or {}))
-
-
-def config_to_dict(config: ModelConfig) -> dict[str, Any]:
-    """ModelConfig as plain data (safe for checkpoints, hparams.yaml and jsonargparse)."""
-    data = {f.name: getattr(config, f.name) for f in fields(config)}
-    return {**data, "mixer": mixer_to_spec(config.mixer), "mixer_args": dict(config.mixer_args)}
-
-
-def config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Inverse of config_to_dict."""
-    return ModelConfig(**{**data, "mixer": mixer_from_spec(data.get("mixer", DEFAULT_MODEL.mixer))})
 
 
 def physical_memory() -> int | None:
@@ -162,7 +114,7 @@ class LMTask(L.LightningModule):
         """`model` may also be the dict saved in hparams; with `param_budget` (non-embedding parameters) the model is
         resized by archs.match_params, and the resized config is what hparams hold (resizing it again is a no-op)."""
         super().__init__()
-        config = config_from_dict(model) if isinstance(model, dict) else model
+        config = ModelConfig.from_dict(model) if isinstance(model, dict) else model
         if not isinstance(config, ModelConfig):
             raise TypeError(f"model must be an archs.ModelConfig, got {type(model).__name__}")
         check_optimizer_args(lr, weight_decay, betas, warmup_steps, min_lr_ratio)
@@ -177,7 +129,7 @@ class LMTask(L.LightningModule):
         self.config = config
         self.model = LanguageModel(config)
         self.save_hyperparameters({
-            "model": config_to_dict(config), "param_budget": param_budget, "lr": lr, "weight_decay": weight_decay,
+            "model": config.to_dict(), "param_budget": param_budget, "lr": lr, "weight_decay": weight_decay,
             "betas": tuple(betas), "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
         })
         rank_zero_info(

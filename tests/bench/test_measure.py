@@ -15,12 +15,12 @@ from seqmix.train.tools.bench.measure import (
 )
 from seqmix.train.tools.bench.peak import matmul_flops_per_s
 
-ARMS = ["attention", "attention_explicit", *sorted(set(MIXERS) - {"attention"})]
+ARMS = ["attention", "attention_explicit", *sorted(set(MIXERS) - {"attention"}), "mamba+attention_explicit"]
 
 
 def tiny_point(label, mode, seq_len=32, **kw):
     spec = parse_mixer(label)
-    config = ModelConfig(mixer=spec.name, mixer_args=spec.args, d_model=16, n_layers=2, vocab_size=32)
+    config = spec.model_config(d_model=16, n_layers=2, vocab_size=32)
     return Point(label, config, mode, seq_len, batch=2, **{"repeats": 2, "warmup": 1, "decode_steps": 3, **kw})
 
 

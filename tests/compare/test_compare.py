@@ -46,6 +46,7 @@ def test_report_from_a_short_run(tmp_path, monkeypatch, capsys):
     # --heads reaches the mixers that have heads, and only them
     hparams = {m: load_hparams_from_yaml(str(out / "train" / m / "version_0" / "hparams.yaml"))
                for m in ("attention", "mamba")}
-    assert hparams["attention"]["model"]["mixer_args"] == {"n_heads": 2} and hparams["mamba"]["model"]["mixer_args"] == {}
+    assert hparams["attention"]["model"]["mixer_args"] == {"n_heads": 2, "impl": "sdpa"}  # bench's label for attention
+    assert hparams["mamba"]["model"]["mixer_args"] == {}
     assert hparams["attention"]["min_lr_ratio"] == 1.0
     assert (out / "bench" / "bench.csv").exists() and any((out / "bench").glob("*.png"))

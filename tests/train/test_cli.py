@@ -36,7 +36,7 @@ def test_help_lists_every_subcommand(capsys):
     assert code == 0
     for name in (*TRAINER_SUBCOMMANDS, *SUBCOMMANDS):
         assert f"\n  {name} " in out
-    assert SUBCOMMANDS == {"bench": "seqmix.train.tools.bench.cli:main", "evaluate": "seqmix.train.tools.evaluate:main",
+    assert SUBCOMMANDS == {"bench": "seqmix.train.tools.bench.cli:main", "evaluate": "seqmix.train.tools.evaluate.cli:main",
                            "sweep": "seqmix.train.tools.sweep.main:main", "compare": "seqmix.train.tools.compare:main"}
 
 

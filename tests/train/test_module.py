@@ -15,7 +15,7 @@ from seqmix import archs
 from seqmix.train.callbacks import FinalMetrics, PerfMonitor
 from seqmix.train.data import IGNORE_INDEX, TokenDataset
 from seqmix.train.data.mqar import MQARDataModule
-from seqmix.train.module import LMTask, config_from_dict, config_to_dict, lm_loss_and_accuracy, lr_factor, param_groups
+from seqmix.train.module import LMTask, lm_loss_and_accuracy, lr_factor, param_groups
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 TINY = dict(d_model=16, n_layers=1, vocab_size=32)
@@ -128,7 +128,7 @@ def test_checkpoint_round_trip(tmp_path, kind):
     restored = LMTask.load_from_checkpoint(path)
     assert restored.config.d_model == task.config.d_model and restored.config.hidden == task.config.hidden
     assert restored.config.mixer_name == task.config.mixer_name
-    assert config_to_dict(restored.config) == config_to_dict(task.config)
+    assert restored.config.to_dict() == task.config.to_dict()
     if kind == "class_path":
         assert restored.model.blocks[0].mixer.d_state == 8
     x = torch.randint(0, 32, (2, 16))
@@ -148,8 +148,8 @@ def test_param_budget_sizes_the_model_and_records_counts():
     assert summary["params_non_embedding"] == counts["non_embedding"] and summary["param_budget"] == 20_000
     assert task.hparams.model["d_model"] == task.config.d_model and task.hparams.model["d_ff"] == task.config.hidden
     # resizing the saved config is a no-op, so a checkpoint rebuilds exactly this model
-    assert config_to_dict(LMTask(config_from_dict(task.hparams.model), param_budget=20_000).config) == \
-        config_to_dict(task.config)
+    assert LMTask(archs.ModelConfig.from_dict(task.hparams.model), param_budget=20_000).config.to_dict() == \
+        task.config.to_dict()
 
 
 def test_model_vocabulary_smaller_than_the_data_is_an_error(tmp_path):

@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import warnings
@@ -22,7 +23,8 @@ from seqmix.train.callbacks import PerfMonitor
 from seqmix.train.data.mqar import MQARDataModule
 from seqmix.train.module import LMTask, check_optimizer_args
 from seqmix.train.preflight import unwritable
-from seqmix.train.tools.bench import format_summary, quick, run_bench, write_outputs
+from seqmix.train.tools.bench import format_summary, parse_mixer, quick, run_bench, write_outputs
+from seqmix.train.tools.bench.config import PATTERN_HELP
 
 DEFAULT_MIXERS = ("attention", "linear_attention", "mamba")
 REPORT = "report.md"
@@ -35,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and write a report (Markdown table + plots). Runs on a CPU in minutes; no data, no account.",
     )
     p.add_argument("--out", default="runs/compare", help="report directory (default: %(default)s)")
-    p.add_argument("--mixers", nargs="+", default=list(DEFAULT_MIXERS), help="registered mixers (default: all three)")
+    p.add_argument("--mixers", nargs="+", default=list(DEFAULT_MIXERS),
+                   help=f"arms, each {PATTERN_HELP}; 'all' stands for every registered mixer "
+                   f"(default: {' '.join(DEFAULT_MIXERS)})")
     p.add_argument("--params", type=int, default=100_000, help="non-embedding parameter budget (default: %(default)s)")
     p.add_argument("--n-layers", type=int, default=2)
     p.add_argument("--steps", type=int, default=3000, help="training steps per mixer (default: %(default)s)")
@@ -53,12 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def expand_mixers(mixers: list[str]) -> list[str]:
+    """The arms to run: 'all' becomes every registered mixer (in registry order); duplicates are dropped."""
+    arms = [m for entry in mixers for m in (archs.MIXERS if entry == "all" else [entry])]
+    return list(dict.fromkeys(arms))
+
+
 def _check(args: argparse.Namespace) -> None:
-    for name in args.mixers:
-        archs.get_mixer(name)  # raises naming the registered mixers
     for field in ("params", "n_layers", "steps", "seq_len", "kv_pairs", "vocab_size", "batch_size", "heads"):
         if getattr(args, field) < 1:
             raise ValueError(f"--{field.replace('_', '-')} must be a positive integer, got {getattr(args, field)}")
+    for label in args.mixers:  # unknown names, bad options, a pattern that does not divide --n-layers
+        parse_mixer(label).model_config(lambda name: mixer_args(name, args), n_layers=args.n_layers)
     check_optimizer_args(lr=args.lr, min_lr_ratio=args.min_lr_ratio)  # LMTask's own check, before any training
     out = Path(args.out)
     problem = unwritable(out)  # before mkdir: a file in the way is a clear error, not a traceback
@@ -73,20 +83,21 @@ def mixer_args(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"n_heads": args.heads} if takes_heads else {}
 
 
-def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Fit one mixer on MQAR; return its sizes, validation accuracy and training throughput."""
+def train_one(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Fit one arm (a mixer or a hybrid pattern) on MQAR; return its sizes, validation accuracy and throughput."""
     L.seed_everything(args.seed, verbose=False)
     data = MQARDataModule(
         vocab_size=args.vocab_size, seq_len=args.seq_len, num_kv_pairs=args.kv_pairs, batch_size=args.batch_size,
         num_train_examples=max(args.steps * args.batch_size // 4, 2_000), num_val_examples=1_000, seed=args.seed,
     )
-    config = archs.ModelConfig(mixer=name, n_layers=args.n_layers, vocab_size=args.vocab_size,
-                               mixer_args=mixer_args(name, args))
+    config = parse_mixer(label).model_config(lambda name: mixer_args(name, args), n_layers=args.n_layers,
+                                             vocab_size=args.vocab_size)
     task = LMTask(config, param_budget=args.params, lr=args.lr, warmup_steps=min(300, args.steps // 10),
                   min_lr_ratio=args.min_lr_ratio)
     perf = PerfMonitor(window=50)
+    run_name = re.sub(r"[^\w.+=-]", "_", label)  # a pattern's * and : do not belong in a folder name
     trainer = L.Trainer(
-        max_steps=args.steps, accelerator="auto", devices=1, logger=CSVLogger(out / "train", name=name),
+        max_steps=args.steps, accelerator="auto", devices=1, logger=CSVLogger(out / "train", name=run_name),
         callbacks=[perf], enable_checkpointing=False, enable_model_summary=False, gradient_clip_val=1.0,
         val_check_interval=None, check_val_every_n_epoch=None, limit_val_batches=0, log_every_n_steps=25,
     )
@@ -97,7 +108,8 @@ def train_one(name: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     trainer.limit_val_batches = 1.0
     metrics = trainer.validate(task, datamodule=data, verbose=False)[0]
     return {
-        "mixer": name,
+        "mixer": label,
+        "mixer_name": task.config.mixer_name,
         "params_non_embedding": task.param_counts["non_embedding"],
         "d_model": task.config.d_model,
         "val_acc": float(metrics["val/acc"]),
@@ -186,6 +198,7 @@ def report(trained: list[dict[str, Any]], bench: tuple[list, dict] | None, args:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `seqmix compare`."""
     args = build_parser().parse_args(argv)
+    args.mixers = expand_mixers(args.mixers)
     try:
         _check(args)
     except ValueError as e:
@@ -206,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_dir = out / "bench"
         if bench_dir.exists():
             shutil.rmtree(bench_dir)
-        config = quick(mixers=tuple(args.mixers) + (("attention_explicit",) if "attention" in args.mixers else ()),
-                       out_dir=str(bench_dir))
+        arms = args.mixers + (["attention_explicit"] if "attention" in args.mixers else [])
+        config = quick(mixers=tuple(dict.fromkeys(arms)), n_layers=args.n_layers, out_dir=str(bench_dir))
         rows = run_bench(config)
         bench = (rows, write_outputs(rows, bench_dir, {"config": "quick"}))
     text = report(trained, bench, args)

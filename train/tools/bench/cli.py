@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ...preflight import unwritable
-from .config import DEFAULT_MIXERS, DEFAULT_PARAMS, QUICK, BenchConfig, with_preset
+from .config import DEFAULT_MIXERS, DEFAULT_PARAMS, PATTERN_HELP, QUICK, BenchConfig, with_preset
 from .measure import DTYPES, MODES
 from .output import replot, write_outputs
 from .run import CSV_NAME, run_bench
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a = p.add_argument
     a("--mixers", nargs="+",
-      help=f"arms: registered names, attention_explicit, or name:key=value (default: {' '.join(DEFAULT_MIXERS)})")
+      help=f"arms, each {PATTERN_HELP} (default: {' '.join(DEFAULT_MIXERS)})")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--params", type=int, help=f"non-embedding parameter budget for every arm (default {DEFAULT_PARAMS:,})")
     size.add_argument("--d-model", type=int, help="one width for every arm instead of a parameter budget")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from seqmix.archs import ModelConfig, get_mixer, match_params, match_width, non_embedding_params
+from seqmix.archs import ModelConfig, get_mixer, match_params, match_width, non_embedding_params, pattern_name
 
 from .measure import DTYPES, MODES
 
@@ -24,30 +27,70 @@ DEFAULT_PARAMS = 100_000
 
 @dataclass(frozen=True)
 class MixerSpec:
-    """A benchmarked arm: the label it is reported under, a registered mixer name and its constructor arguments."""
+    """A benchmarked arm: the label it is reported under, a registered mixer name and its constructor arguments;
+    for a hybrid, `name` is its readable name (mamba*3+attention) and `layers` the (name, args) of each entry."""
 
     label: str
     name: str
     args: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[tuple[str, dict[str, Any]], ...] | None = None
+
+    def model_config(self, defaults: Callable[[str], dict[str, Any]] = lambda name: {}, **fields: Any) -> ModelConfig:
+        """This arm's ModelConfig with the other fields given; each mixer's args go over defaults(its name)."""
+        if self.layers is None:
+            return ModelConfig(mixer=self.name, mixer_args={**defaults(self.name), **self.args}, **fields)
+        layers: list[Any] = []
+        for name, args in self.layers:
+            args = {**defaults(name), **args}
+            layers.append(functools.partial(get_mixer(name), **args) if args else name)
+        return ModelConfig(layers=layers, **fields)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The constructor arguments, as recorded in results: the args, or a hybrid's [name, args] per entry."""
+        return self.args if self.layers is None else {"layers": [[n, a] for n, a in self.layers]}
 
 
-def parse_mixer(text: str) -> MixerSpec:
-    """'attention_explicit', any registered name, or 'name:key=value,key=value' (values parsed as JSON if they can be)."""
+PATTERN_HELP = (
+    "a registered name, attention_explicit, name:key=value[,key=value], or a hybrid layer pattern: entries joined "
+    "by '+', each repeated with *N, e.g. 'mamba*3+attention:n_heads=2' (the pattern repeats to fill the layers, "
+    "whose number its length must divide)"
+)
+
+
+def _parse_one(text: str, label: str) -> tuple[str, dict[str, Any]]:
+    """One mixer: an alias, or 'name[:key=value,...]' -> (registered name, args)."""
     if text in ALIASES:
         name, args = ALIASES[text]
-        return MixerSpec(text, name, dict(args))
+        return name, dict(args)
     name, _, rest = text.partition(":")
     cls = get_mixer(name)  # raises naming the registered mixers
     args: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"mixer {text!r}: expected name:key=value[,key=value], got the item {item!r}")
+            raise ValueError(f"mixer {label!r}: expected name:key=value[,key=value], got the item {item!r}")
         try:
             args[key] = json.loads(value)
         except json.JSONDecodeError:
             args[key] = value
-    return MixerSpec(text, cls.name, args)
+    return cls.name, args
+
+
+def parse_mixer(text: str) -> MixerSpec:
+    """An arm from the command line, as PATTERN_HELP says (option values parsed as JSON if they can be)."""
+    entries = re.split(r"\+(?=[A-Za-z_])", text)  # not the + of a number such as 1e+3
+    if len(entries) == 1 and not re.search(r"[*×]\s*\d+$", text):
+        name, args = _parse_one(text, text)
+        return MixerSpec(text, name, args)
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for entry in entries:
+        match = re.fullmatch(r"(.+?)(?:\s*[*×]\s*(\d+))?", entry.strip())
+        count = int(match.group(2) or 1) if match else 0
+        if not match or count < 1:
+            raise ValueError(f"mixer pattern {text!r}: expected entries like name*N joined by '+', got {entry!r}")
+        layers += [_parse_one(match.group(1), text)] * count
+    return MixerSpec(text, pattern_name([n for n, _ in layers]), {}, tuple(layers))
 
 
 @dataclass
@@ -87,7 +130,7 @@ class BenchConfig:
         if len(set(self.mixers)) != len(self.mixers):
             raise ValueError(f"mixers has duplicates: {list(self.mixers)}")
         for m in self.mixers:
-            parse_mixer(m)
+            parse_mixer(m).model_config(n_layers=self.n_layers)  # a hybrid's pattern must divide n_layers
         bad_modes = [m for m in self.modes if m not in MODES]
         if bad_modes or not self.modes:
             raise ValueError(f"unknown modes {bad_modes or '(none given)'}; choose from {', '.join(MODES)}")
@@ -130,8 +173,7 @@ class BenchConfig:
 
     def model_config(self, spec: MixerSpec) -> ModelConfig:
         """The arm's model, sized to the parameter budget or the shared width."""
-        base = ModelConfig(mixer=spec.name, mixer_args=dict(spec.args), n_layers=self.n_layers,
-                           vocab_size=self.vocab_size, mlp_ratio=self.mlp_ratio)
+        base = spec.model_config(n_layers=self.n_layers, vocab_size=self.vocab_size, mlp_ratio=self.mlp_ratio)
         if self.d_model is not None:
             return match_width(base, self.d_model)
         return match_params(base, self.params or DEFAULT_PARAMS)

@@ -52,7 +52,7 @@ def point_row(
     cfg = point.config
     tokens = point.batch * (1 if point.mode == "decode" else point.seq_len)
     row: dict[str, Any] = {
-        "mixer": spec.label, "mixer_name": spec.name, "mixer_args": json.dumps(spec.args, sort_keys=True),
+        "mixer": spec.label, "mixer_name": spec.name, "mixer_args": json.dumps(spec.options, sort_keys=True),
         "mode": point.mode, "seq_len": point.seq_len, "batch": point.batch, "tokens": tokens,
         **sizes, "n_layers": cfg.n_layers, "vocab_size": cfg.vocab_size, "dtype": point.dtype,
         "status": outcome.status, "message": outcome.message, "warmup": point.warmup,
