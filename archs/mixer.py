@@ -29,8 +29,8 @@ class Mixer(nn.Module, ABC):
 
     @abstractmethod
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """Advance one token: x (B, D) -> y (B, D), and the state to use next. May update `state`'s tensors in place:
-        a caller that needs the old state again takes `clone_state` first."""
+        """Advance one token: x (B, D) -> y (B, D), and `state` itself, advanced in place (its entries updated or
+        replaced); a caller that needs the old state again takes `clone_state` first."""
 
     def clone_state(self, state: State) -> State:
         """A copy of a decode state that shares no storage with it (steps on one never change the other)."""

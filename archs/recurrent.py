@@ -176,7 +176,8 @@ class RecurrentMixer(Mixer):
         y, new = self._mix(x[:, None, :], state, step=True)
         if self.conv is not None:
             new["conv"] = new["conv"].to(state["conv"].dtype).contiguous()
-        return y[:, 0], new
+        state.update(new)  # the contract: the caller's state dict is the one that advances
+        return y[:, 0], state
 
     def param_count(self) -> int:
         d, kd, vd = self.d_model, self.key_dim, self.value_dim

@@ -27,6 +27,20 @@ def test_a_cloned_state_replays_the_same_steps(case):
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_step_advances_the_state_it_is_given(case):
+    """Callers may ignore step's returned state: it is the dict they passed, advanced."""
+    torch.manual_seed(5)
+    mixer = build(case, 16).double()
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    for cut in (0, 3):
+        _, state = mixer.prefill(x[:, :cut])
+        for t in range(cut, 6):
+            y, returned = mixer.step(x[:, t], state)
+            assert returned is state, f"{case}: step returned a new state dict instead of advancing the given one"
+        torch.testing.assert_close(y, mixer(x)[:, -1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_prefill_state_shares_no_storage_with_the_parameters(case):
     mixer = build(case, 16)
     _, state = mixer.prefill(torch.randn(1, 3, 16))
