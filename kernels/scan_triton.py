@@ -228,6 +228,19 @@ def _blocks(H: int, N: int, blocks: tuple[int | None, int | None], tile: int) ->
 
 # The backward keeps about three times as many (H, L, N) tensors live as the forward: a smaller tile.
 FWD_TILE, BWD_TILE = 4096, 2048
+FWD_WARPS, BWD_WARPS = 4, 4
+
+
+def fwd_meta(H: int, N: int, blocks: tuple[int | None, int | None] = (None, None)) -> dict[str, int]:
+    """The forward kernel's block sizes and warps for H channels per group and N states."""
+    BH, BL, BN = _blocks(H, N, blocks, FWD_TILE)
+    return dict(BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN, num_warps=FWD_WARPS)
+
+
+def bwd_meta(H: int, N: int, blocks: tuple[int | None, int | None] = (None, None)) -> dict[str, int]:
+    """The backward kernel's block sizes and warps for H channels per group and N states."""
+    BH, BL, BN = _blocks(H, N, blocks, BWD_TILE)
+    return dict(BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN, num_warps=BWD_WARPS)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -243,17 +256,17 @@ class _SelectiveScanTriton(torch.autograd.Function):
         z_ = z.contiguous() if z is not None else None
         D_ = D.contiguous() if D is not None else None
         bias_ = delta_bias.contiguous() if delta_bias is not None else None
-        BH, BL, BN = _blocks(H, N, blocks, FWD_TILE)
-        n_chunks = triton.cdiv(length, BL)
+        meta = fwd_meta(H, N, blocks)
+        n_chunks = triton.cdiv(length, meta["BLOCK_L"])
         out = torch.empty_like(u_)
         starts = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
         last = u.new_empty(batch, dim, N, dtype=torch.float32)
-        grid = (batch, G, triton.cdiv(H, BH))
+        grid = (batch, G, triton.cdiv(H, meta["BLOCK_H"]))
         _fwd_kernel[grid](
             u_, dt_, A_, B_, C_, D_, z_, bias_, out, starts, last,
             length, H, G, N, n_chunks,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN,
+            **meta,
         )  # fmt: skip
         ctx.save_for_backward(u_, dt_, A_, B, C, D_, z_, bias_, starts)
         ctx.delta_softplus, ctx.blocks = delta_softplus, blocks
@@ -266,8 +279,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         batch, dim, length = u.shape
         G, N = groups_of(B, C), A.shape[1]
         H = dim // G
-        BH, BL, BN = _blocks(H, N, ctx.blocks, BWD_TILE)
-        n_chunks, n_hblocks = starts.shape[2], triton.cdiv(H, BH)
+        meta = bwd_meta(H, N, ctx.blocks)
+        n_chunks, n_hblocks = starts.shape[2], triton.cdiv(H, meta["BLOCK_H"])
         B_ = as_grouped(B, G).contiguous()
         C_ = as_grouped(C, G).contiguous()
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
@@ -286,7 +299,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             length, H, G, N, n_chunks, n_hblocks,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
             HAS_GOUT=gout is not None, HAS_GLAST=glast is not None,
-            BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN,
+            **meta,
         )  # fmt: skip
         dB, dC = dB.sum(2), dC.sum(2)
         if B.dim() == 3:
@@ -333,3 +346,30 @@ def selective_scan_triton(
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     out, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (block_h, block_l))
     return (out, last) if return_last_state else out
+
+
+def aot_launches(d_state: int, d_inner: int = 1536, length: int = 2048) -> list:
+    """The forward and backward launches a Mamba block (D, z, dt bias, softplus, ungrouped B/C, fp32) makes."""
+    from .aot import KernelLaunch
+
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
+    f, b = fwd_meta(d_inner, d_state), bwd_meta(d_inner, d_state)
+    fw, bw = f.pop("num_warps"), b.pop("num_warps")
+    ints = dict(L=length, H=d_inner, G=1, N=d_state)
+    fwd_ptrs = "u dt A B C D z bias out starts last".split()
+    bwd_ptrs = "u dt A B C D z bias starts gout glast du ddt dz dA dB dC dD dbias".split()
+    label = f"d_state {d_state}, d_inner {d_inner}, L {length}"
+    return [
+        KernelLaunch(
+            label, _fwd_kernel, {**{f"{p}_ptr": "*fp32" for p in fwd_ptrs}, **ints, "n_chunks": -(-length // f["BLOCK_L"])},
+            {**flags, **f}, num_warps=fw,
+        ),
+        KernelLaunch(
+            label, _bwd_kernel,
+            {
+                **{f"{p}_ptr": "*fp32" for p in bwd_ptrs}, **ints, "n_chunks": -(-length // b["BLOCK_L"]),
+                "n_hblocks": -(-d_inner // b["BLOCK_H"]),
+            },
+            {**flags, "HAS_GOUT": True, "HAS_GLAST": False, **b}, num_warps=bw,
+        ),
+    ]
