@@ -78,7 +78,7 @@ class Mamba(Mixer):
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
         A = -torch.exp(self.A_log.float())
-        return delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+        return delta, A, B.transpose(1, 2), C.transpose(1, 2)  # (B, N, L) views: each scan backend lays them out
 
     def _mix(self, hidden: Tensor, return_state: bool) -> tuple[Tensor, State | None]:
         length = hidden.shape[1]

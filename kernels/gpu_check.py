@@ -233,8 +233,8 @@ def run_check(out_dir: str, dry_run: bool = False, time_budget: float = 300.0, d
         raise ValueError(f"gpu_check needs a CUDA device, got {device!r}; on CPU run it with --dry-run")
     s = Shapes.tiny() if dry_run else Shapes()
     found = available_backends(device)
-    parity_backends = [b for b in ("triton", "mamba_ssm", "torch") if b in found] + (["ref"] if dry_run else [])
-    timed = [b for b in ("triton", "mamba_ssm", "torch") if b in found and (device.startswith("cuda") or b == "torch")]
+    parity_backends = [b for b in ("triton", "mamba_ssm", "cpu", "torch") if b in found] + (["ref"] if dry_run else [])
+    timed = [b for b in ("triton", "mamba_ssm", "cpu", "torch") if b in found and (device.startswith("cuda") or b != "triton")]
     env = dict(
         device=device, device_name=torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
         torch=torch.__version__, triton=_version("triton"), mamba_ssm=_version("mamba-ssm"),

@@ -23,7 +23,8 @@ def test_dry_run_writes_every_section(tmp_path, capsys) -> None:
         assert set(r["max_rel_err"]) == {"out", *gpu_check.GRAD_NAMES} and r["ok"]
         assert all(0 <= e <= 1e-3 for e in r["max_rel_err"].values())
     lengths = report["shapes"]["lengths"]
-    assert [(r["backend"], r["length"]) for r in report["scan"]] == [("torch", L) for L in lengths]
+    timed = [b for b in ("cpu", "torch") if b in report["environment"]["backends"]]
+    assert [(r["backend"], r["length"]) for r in report["scan"]] == [(b, L) for b in timed for L in lengths]
     assert [(r["backend"], r["length"]) for r in report["attention"]] == [("sdpa", L) for L in lengths]
     for r in report["scan"] + report["attention"]:
         assert r["status"] == "ok" and 0 < r["fwd_ms"] and 0 < r["fwd_bwd_ms"], r
