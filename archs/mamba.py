@@ -32,6 +32,7 @@ class Mamba(Mixer):
         conv_bias: bool = True,
         bias: bool = False,
         scan_backend: str = "auto",
+        conv_backend: str = "auto",
     ):
         super().__init__()
         for field, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
@@ -42,10 +43,13 @@ class Mamba(Mixer):
             raise ValueError(f"mamba: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
         if scan_backend not in kernels.BACKENDS:
             raise ValueError(f"mamba: unknown scan_backend {scan_backend!r}; choose one of {', '.join(kernels.BACKENDS)}")
+        if conv_backend not in kernels.CONV_BACKENDS:
+            choices = ", ".join(kernels.CONV_BACKENDS)
+            raise ValueError(f"mamba: unknown conv_backend {conv_backend!r}; choose one of {choices}")
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = expand * d_model
         self.dt_rank = dt_rank if dt_rank is not None else math.ceil(d_model / 16)
-        self.scan_backend = scan_backend
+        self.scan_backend, self.conv_backend = scan_backend, conv_backend
         di = self.d_inner
 
         self.in_proj = nn.Linear(d_model, 2 * di, bias=bias)
@@ -72,14 +76,14 @@ class Mamba(Mixer):
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
         A = -torch.exp(self.A_log.float())
-        return delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+        return delta, A, B.transpose(1, 2), C.transpose(1, 2)  # (B, N, L) views: each scan backend lays them out
 
     def _mix(self, hidden: Tensor, return_state: bool) -> tuple[Tensor, State | None]:
         length = hidden.shape[1]
         xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2 di, L)
         x, z = xz.chunk(2, dim=1)
         conv_window = F.pad(x, (self.d_conv - 1, 0))[..., length:] if return_state else None  # last d_conv-1 inputs
-        x = F.silu(self.conv1d(x)[..., :length])
+        x = kernels.causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, "silu", backend=self.conv_backend)
         delta, A, B, C = self._ssm_inputs(x)
         out = kernels.selective_scan(
             x, delta, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
@@ -110,12 +114,9 @@ class Mamba(Mixer):
 
     def step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, di) each
-        window = torch.cat([state["conv"], xi[..., None]], dim=-1)  # (B, di, d_conv)
-        state["conv"] = window[..., 1:]
-        xc = (window * self.conv1d.weight[:, 0]).sum(-1)
-        if self.conv1d.bias is not None:
-            xc = xc + self.conv1d.bias
-        xc = F.silu(xc)
+        xc, state["conv"] = kernels.causal_conv1d_step(
+            xi, state["conv"], self.conv1d.weight[:, 0], self.conv1d.bias, "silu", backend=self.conv_backend
+        )
         delta, A, B, C = self._ssm_inputs(xc[..., None])
         y = kernels.selective_state_update(
             state["ssm"], xc, delta[..., 0], A, B[..., 0], C[..., 0], self.D.float(), z=z,

@@ -1,5 +1,6 @@
-"""How the hot loops compute: selective scan backends, gated linear attention and the delta rule."""
+"""How the hot loops compute: selective scan backends, Mamba's causal conv, gated linear attention and the delta rule."""
 
+from .conv import CONV_BACKENDS, causal_conv1d, causal_conv1d_step, resolve_conv_backend
 from .delta_rule import delta_rule, delta_rule_reference, delta_rule_step
 from .dispatch import BACKENDS, available_backends, resolve_backend, selective_scan
 from .gated_linear_attention import gated_linear_attention, gla_reference, gla_step
@@ -8,6 +9,10 @@ from .state_update import selective_state_update
 
 __all__ = [
     "BACKENDS",
+    "CONV_BACKENDS",
+    "causal_conv1d",
+    "causal_conv1d_step",
+    "resolve_conv_backend",
     "available_backends",
     "delta_rule",
     "delta_rule_reference",

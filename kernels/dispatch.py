@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -15,7 +16,7 @@ from .scan_ref import selective_scan_ref
 from .scan_torch import selective_scan_torch
 from .validate import check_scan_inputs
 
-BACKENDS = ("auto", "ref", "torch", "triton", "mamba_ssm")
+BACKENDS = ("auto", "ref", "torch", "cpu", "triton", "mamba_ssm")
 
 _MAMBA_HINT = "pip install seqmix[cuda]"
 
@@ -51,11 +52,38 @@ def _triton_fn(device: torch.device) -> Callable:
     return selective_scan_triton
 
 
+def _cpu_fn(device: torch.device) -> Callable:
+    """seqmix.kernels.scan_cpu's fused C scan, or RuntimeError saying why it cannot run."""
+    if device.type != "cpu":
+        raise RuntimeError(f"backend 'cpu' needs CPU tensors; got device {device.type}")
+    from . import scan_cpu
+
+    if not scan_cpu.available():
+        raise RuntimeError(f"backend 'cpu' is unavailable: {scan_cpu.why_unavailable()}")
+    return scan_cpu.selective_scan_cpu
+
+
+_warned_fallback = False
+
+
+def _auto_cpu() -> str:
+    """`cpu` when the fused C scan builds here, else `torch` (with one warning when the build failed)."""
+    global _warned_fallback
+    try:
+        _cpu_fn(torch.device("cpu"))
+        return "cpu"
+    except RuntimeError as err:
+        if not _warned_fallback and "SEQMIX_NO_CPU_KERNEL" not in str(err):
+            warnings.warn(f"selective scan: using the PyTorch scan on CPU ({err})", RuntimeWarning, stacklevel=3)
+            _warned_fallback = True
+        return "torch"
+
+
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Concrete backends that can run on tensors on `device` in this environment."""
     device = torch.device(device)
     found = ["ref", "torch"]
-    for name in ("triton", "mamba_ssm"):
+    for name in ("cpu", "triton", "mamba_ssm"):
         try:
             resolve_backend(name, device)
         except RuntimeError:
@@ -70,6 +98,8 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
+        if device.type == "cpu":
+            return _auto_cpu()
         if device.type != "cuda":
             return "torch"
         for name in ("mamba_ssm", "triton"):
@@ -78,7 +108,9 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
             except RuntimeError:
                 continue
         return "torch"
-    if backend == "triton":
+    if backend == "cpu":
+        _cpu_fn(device)
+    elif backend == "triton":
         _triton_fn(device)
     elif backend == "mamba_ssm":
         _mamba_ssm_fn(device)
@@ -108,6 +140,8 @@ def selective_scan(
         return selective_scan_ref(*args)
     if name == "torch":
         return selective_scan_torch(*args)
+    if name == "cpu":
+        return _cpu_fn(u.device)(*args)
     if name == "triton":
         return _triton_fn(u.device)(*args)
     return _mamba_ssm_fn(u.device)(*args)

@@ -3,7 +3,9 @@
 One program owns (batch, group, block of channels) and walks L in chunks of BLOCK_L steps, holding the
 (BLOCK_H, N) state in registers. Inside a chunk the recurrence h_t = a_t h_{t-1} + x_t is a parallel scan of
 (decay, value) pairs; the forward writes only each chunk's start state, and the backward walks the chunks in
-reverse, recomputing the chunk's states from that start state and running the adjoint as a reverse scan.
+reverse, recomputing the chunk's states from that start state with the same scan (a_t h_{t-1} = h_t - x_t, so no
+second, shifted scan) and running the adjoint as a reverse scan. `python -m seqmix.kernels.aot` shows what the
+block sizes below cost in registers on sm_80 / sm_90.
 Import this module only where Triton can run: on CUDA, or with TRITON_INTERPRET=1 set before the import.
 """
 
@@ -134,40 +136,29 @@ def _bwd_kernel(
         mask_l = offs_l < L
         m_hl = mask_h[:, None] & mask_l[None, :]
         m_ln = mask_l[:, None] & mask_n[None, :]
-        # Registers cannot be shifted, so h_{t-1} and a_{t+1} come from loads one step off, masked at the edges.
-        m_prev = mask_l & (offs_t > 0)
+        # Registers cannot be shifted, so a_{t+1} for the adjoint comes from a load one step off, masked at the edges.
         m_next = ((offs_l + 1) < L) & (offs_t < BLOCK_L - 1)
         idx = row[:, None] + offs_l[None, :]
         bc_idx = bc_row[None, :] + offs_l[:, None]
 
         dt_raw = tl.load(dt_ptr + idx, mask=m_hl, other=0.0).to(tl.float32) + bias[:, None]
-        dt_p = tl.load(dt_ptr + idx - 1, mask=mask_h[:, None] & m_prev[None, :], other=0.0).to(tl.float32)
         dt_n = tl.load(dt_ptr + idx + 1, mask=mask_h[:, None] & m_next[None, :], other=0.0).to(tl.float32)
-        dt_p += bias[:, None]
         dt_n += bias[:, None]
         if SOFTPLUS:
             dt = _softplus(dt_raw)
-            dt_p = _softplus(dt_p)
             dt_n = _softplus(dt_n)
         else:
             dt = dt_raw
         dt = tl.where(m_hl, dt, 0.0)
-        dt_p = tl.where(mask_h[:, None] & m_prev[None, :], dt_p, 0.0)
         dt_n = tl.where(mask_h[:, None] & m_next[None, :], dt_n, 0.0)
         u = tl.load(u_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
-        u_p = tl.load(u_ptr + idx - 1, mask=mask_h[:, None] & m_prev[None, :], other=0.0).to(tl.float32)
         Bv = tl.load(B_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
-        B_p = tl.load(B_ptr + bc_idx - 1, mask=m_prev[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
         Cv = tl.load(C_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
 
         a = tl.exp(dt[:, :, None] * A[:, None, :])
-        a_p = tl.exp(dt_p[:, :, None] * A[:, None, :])
-        a_n = tl.exp(dt_n[:, :, None] * A[:, None, :])
         x = (dt * u)[:, :, None] * Bv[None, :, :]
-        x_p = (dt_p * u_p)[:, :, None] * B_p[None, :, :]
-        pa, px = tl.associative_scan((a_p, x_p), axis=1, combine_fn=_combine)
-        h_prev = px + pa * h0[:, None, :]
-        h = a * h_prev + x
+        pa, px = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
+        h = px + pa * h0[:, None, :]  # the chunk's states, recomputed from its start state
 
         gout = tl.zeros((BLOCK_H, BLOCK_L), dtype=tl.float32)
         if HAS_GOUT:
@@ -185,11 +176,12 @@ def _bwd_kernel(
         if HAS_D:
             dD_acc += tl.sum(gy * u, axis=1)
 
+        a_n = tl.exp(dt_n[:, :, None] * A[:, None, :])  # a_{t+1}: 1 at the chunk's last step (its share is in e)
         ga, gs = tl.associative_scan((a_n, gy[:, :, None] * Cv[None, :, :]), axis=1, combine_fn=_combine, reverse=True)
         g = gs + ga * e[:, None, :]
         e = tl.sum(tl.where(offs_t[None, :, None] == 0, a * g, 0.0), axis=1)
 
-        q = g * h_prev * a  # dL/d(dt * A) per step and state
+        q = g * (h - x)  # dL/d(dt * A) per step and state: g_t * a_t * h_{t-1}, without h_{t-1}
         dA_acc += tl.sum(q * dt[:, :, None], axis=1)
         gB = tl.sum(g * Bv[None, :, :], axis=2)
         ddt = tl.sum(q * A[:, None, :], axis=2) + u * gB
@@ -217,17 +209,37 @@ def _pow2(n: int) -> int:
     return max(2, triton.next_power_of_2(n))
 
 
+# The backward keeps about three times as many (H, L, N) tensors live as the forward: a smaller tile (at least 2
+# channels, so 2 x BLOCK_L x N values when N is large).
+FWD_TILE, BWD_TILE = 4096, 1024
+FWD_WARPS, BWD_WARPS = 4, 4
+MAX_BLOCK_L = 16
+
+
 def _blocks(H: int, N: int, blocks: tuple[int | None, int | None], tile: int) -> tuple[int, int, int]:
-    """BLOCK_H, BLOCK_L, BLOCK_N: by default about `tile` fp32 values per (H, L, N) register tensor."""
+    """BLOCK_H, BLOCK_L, BLOCK_N: by default about `tile` fp32 values per (H, L, N) register tensor.
+
+    BLOCK_L depends on N only, as the backward must walk the chunks the forward stored start states for: 16 up to
+    N = 64, then shorter so that the backward's tile stays at 2 x BLOCK_L x N <= 2048 values. At BLOCK_L = 32 the
+    backward spilled registers on sm_80 / sm_90 at N = 16 and 64 (python -m seqmix.kernels.aot; README, Kernels).
+    """
     block_h, block_l = blocks
     block_n = _pow2(N)
-    block_l = _pow2(block_l) if block_l else 32
+    block_l = _pow2(block_l) if block_l else min(MAX_BLOCK_L, max(2, BWD_TILE // block_n))
     block_h = _pow2(block_h) if block_h else min(_pow2(H), max(2, tile // (block_l * block_n)))
     return block_h, block_l, block_n
 
 
-# The backward keeps about three times as many (H, L, N) tensors live as the forward: a smaller tile.
-FWD_TILE, BWD_TILE = 4096, 2048
+def fwd_meta(H: int, N: int, blocks: tuple[int | None, int | None] = (None, None)) -> dict[str, int]:
+    """The forward kernel's block sizes and warps for H channels per group and N states."""
+    BH, BL, BN = _blocks(H, N, blocks, FWD_TILE)
+    return dict(BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN, num_warps=FWD_WARPS)
+
+
+def bwd_meta(H: int, N: int, blocks: tuple[int | None, int | None] = (None, None)) -> dict[str, int]:
+    """The backward kernel's block sizes and warps for H channels per group and N states."""
+    BH, BL, BN = _blocks(H, N, blocks, BWD_TILE)
+    return dict(BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN, num_warps=BWD_WARPS)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -243,17 +255,17 @@ class _SelectiveScanTriton(torch.autograd.Function):
         z_ = z.contiguous() if z is not None else None
         D_ = D.contiguous() if D is not None else None
         bias_ = delta_bias.contiguous() if delta_bias is not None else None
-        BH, BL, BN = _blocks(H, N, blocks, FWD_TILE)
-        n_chunks = triton.cdiv(length, BL)
+        meta = fwd_meta(H, N, blocks)
+        n_chunks = triton.cdiv(length, meta["BLOCK_L"])
         out = torch.empty_like(u_)
         starts = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
         last = u.new_empty(batch, dim, N, dtype=torch.float32)
-        grid = (batch, G, triton.cdiv(H, BH))
+        grid = (batch, G, triton.cdiv(H, meta["BLOCK_H"]))
         _fwd_kernel[grid](
             u_, dt_, A_, B_, C_, D_, z_, bias_, out, starts, last,
             length, H, G, N, n_chunks,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN,
+            **meta,
         )  # fmt: skip
         ctx.save_for_backward(u_, dt_, A_, B, C, D_, z_, bias_, starts)
         ctx.delta_softplus, ctx.blocks = delta_softplus, blocks
@@ -266,8 +278,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         batch, dim, length = u.shape
         G, N = groups_of(B, C), A.shape[1]
         H = dim // G
-        BH, BL, BN = _blocks(H, N, ctx.blocks, BWD_TILE)
-        n_chunks, n_hblocks = starts.shape[2], triton.cdiv(H, BH)
+        meta = bwd_meta(H, N, ctx.blocks)
+        n_chunks, n_hblocks = starts.shape[2], triton.cdiv(H, meta["BLOCK_H"])
         B_ = as_grouped(B, G).contiguous()
         C_ = as_grouped(C, G).contiguous()
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
@@ -286,7 +298,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             length, H, G, N, n_chunks, n_hblocks,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
             HAS_GOUT=gout is not None, HAS_GLAST=glast is not None,
-            BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN,
+            **meta,
         )  # fmt: skip
         dB, dC = dB.sum(2), dC.sum(2)
         if B.dim() == 3:
@@ -333,3 +345,38 @@ def selective_scan_triton(
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     out, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (block_h, block_l))
     return (out, last) if return_last_state else out
+
+
+def aot_launches(d_state: int) -> list:
+    """The forward and backward launches a Mamba block (D, z, dt bias, softplus, ungrouped B/C, fp32) makes.
+
+    Two problem shapes, as Triton specialises integer arguments on divisibility by 16: d_inner 1536 at L 2048
+    (every size aligned) and at L 1000 (the sequence length not).
+    """
+    return [launch for length in (2048, 1000) for launch in _mamba_launches(d_state, 1536, length)]
+
+
+def _mamba_launches(d_state: int, d_inner: int, length: int) -> list:
+    from .aot import KernelLaunch
+
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
+    f, b = fwd_meta(d_inner, d_state), bwd_meta(d_inner, d_state)
+    fw, bw = f.pop("num_warps"), b.pop("num_warps")
+    ints = dict(L=length, H=d_inner, G=1, N=d_state)
+    fwd_ptrs = "u dt A B C D z bias out starts last".split()
+    bwd_ptrs = "u dt A B C D z bias starts gout glast du ddt dz dA dB dC dD dbias".split()
+    label = f"d_state {d_state}, d_inner {d_inner}, L {length}"
+    return [
+        KernelLaunch(
+            label, _fwd_kernel, {**{f"{p}_ptr": "*fp32" for p in fwd_ptrs}, **ints, "n_chunks": -(-length // f["BLOCK_L"])},
+            {**flags, **f}, num_warps=fw,
+        ),
+        KernelLaunch(
+            label, _bwd_kernel,
+            {
+                **{f"{p}_ptr": "*fp32" for p in bwd_ptrs}, **ints, "n_chunks": -(-length // b["BLOCK_L"]),
+                "n_hblocks": -(-d_inner // b["BLOCK_H"]),
+            },
+            {**flags, "HAS_GOUT": True, "HAS_GLAST": False, **b}, num_warps=bw,
+        ),
+    ]

@@ -20,15 +20,30 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_public_names() -> None:
     assert {"selective_scan", "selective_scan_ref", "selective_state_update", "BACKENDS"} <= set(kernels.__all__)
-    assert set(kernels.BACKENDS) == {"auto", "ref", "torch", "triton", "mamba_ssm"}
+    assert set(kernels.BACKENDS) == {"auto", "ref", "torch", "cpu", "triton", "mamba_ssm"}
 
 
-def test_auto_is_torch_on_cpu() -> None:
-    assert resolve_backend("auto", "cpu") == "torch"
+def test_auto_on_cpu_is_the_fused_scan_when_it_builds() -> None:
+    from seqmix.kernels import scan_cpu
+
+    assert resolve_backend("auto", "cpu") == ("cpu" if scan_cpu.available() else "torch")
     assert "torch" in kernels.available_backends("cpu")
 
 
-@pytest.mark.parametrize("backend", ["auto", "ref", "torch"])
+def test_auto_falls_back_to_torch_without_the_fused_scan(monkeypatch) -> None:
+    from seqmix.kernels import scan_cpu
+
+    monkeypatch.setattr(scan_cpu, "library", lambda: None)
+    monkeypatch.setitem(scan_cpu._state, "why", "no C compiler (cc, gcc or $CC) on PATH")
+    with pytest.warns(RuntimeWarning, match="using the PyTorch scan on CPU .backend 'cpu' is unavailable: no C compiler"):
+        monkeypatch.setattr("seqmix.kernels.dispatch._warned_fallback", False)
+        assert resolve_backend("auto", "cpu") == "torch"
+    with pytest.raises(RuntimeError, match="backend 'cpu' is unavailable: no C compiler"):
+        resolve_backend("cpu", "cpu")
+    assert "cpu" not in kernels.available_backends("cpu")
+
+
+@pytest.mark.parametrize("backend", ["auto", "ref", "torch", "cpu"])
 def test_cpu_backends_match_reference(backend: str) -> None:
     case = Case(length=19, groups=2)
     ins = case.inputs()
@@ -104,7 +119,7 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("backend", ["ref", "torch"])
+@pytest.mark.parametrize("backend", ["ref", "torch", "cpu"])
 @pytest.mark.parametrize("bad", BAD.values(), ids=BAD.keys())
 def test_validation_names_the_tensor(bad, backend: str) -> None:
     change, message = bad

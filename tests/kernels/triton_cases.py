@@ -42,6 +42,7 @@ CASES = {
     "N=1-plain": (Case(d_state=1, z=False, D=False, bias=False, softplus=False), dict(block_l=16)),
     "N=16": (Case(d_state=16, length=10, dim=4), dict(block_l=4)),
     "N=64": (Case(d_state=64, length=5, dim=2, batch=1), dict(block_l=4)),
+    "N=64-default-blocks-two-chunks": (Case(d_state=64, length=20, dim=2, batch=1), {}),
     "grouped-channel-blocks": (Case(groups=2, length=11), dict(block_l=4, block_h=2)),
     "z-only-ungrouped-channel-blocks": (Case(D=False, bias=False, length=9), dict(block_l=8, block_h=4)),
     "D-bias-no-z-no-softplus": (Case(z=False, softplus=False, length=13), dict(block_l=4)),
@@ -65,6 +66,17 @@ def test_triton_half_inputs_accumulate_in_fp32(dtype: torch.dtype) -> None:
     assert (last - want[1]).abs().max() <= 1e-5 * (1 + want[1].abs().max())
     for name, g in grads.items():
         assert g.dtype == ins[name].dtype, name
+
+
+@pytest.mark.parametrize("d_state", [1, 4, 16, 17, 64, 128, 256])
+@pytest.mark.parametrize("d_inner", [2, 48, 1536])
+def test_forward_and_backward_walk_the_same_chunks(d_state: int, d_inner: int) -> None:
+    from seqmix.kernels.scan_triton import bwd_meta, fwd_meta
+
+    f, b = fwd_meta(d_inner, d_state), bwd_meta(d_inner, d_state)
+    assert f["BLOCK_L"] == b["BLOCK_L"] >= 2 and f["BLOCK_N"] == b["BLOCK_N"] >= d_state
+    assert b["BLOCK_H"] * b["BLOCK_L"] * b["BLOCK_N"] <= max(2048, 4 * b["BLOCK_N"])  # the backward's register tile
+    assert f["BLOCK_H"] >= b["BLOCK_H"]
 
 
 def test_dispatch_reaches_triton() -> None:
