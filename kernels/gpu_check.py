@@ -151,7 +151,7 @@ def measure_decode(s: Shapes, device: str, out_dir: str, timeout: float) -> list
         return [{"status": "skipped: time budget"}]
     bench_out = os.path.join(out_dir, "decode")
     cmd = [
-        sys.executable, "-m", "seqmix.train.bench", "--mixers", "attention", "linear_attention", "mamba",
+        sys.executable, "-m", "seqmix.train.tools.bench", "--mixers", "attention", "linear_attention", "mamba",
         "--modes", "decode", "--device", device, "--out", bench_out, "--overwrite", "--no-progress",
         "--time-budget", str(max(10, int(timeout / 3))), *s.decode_args,
     ]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqmix.train.bench import step
+from seqmix.train.tools.bench import step
 
 
 def test_prints_every_arm_and_its_ratio(capsys) -> None:
