@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-import train.data.text as text
 from seqmix.archs import ModelConfig
-from seqmix.train.data.text import BPETokenizer, TextDataModule, TextMetrics, corpus_order, default_corpus, resolve_paths
+from seqmix.train.data.text import (
+    BPETokenizer,
+    TextDataModule,
+    TextMetrics,
+    cache,
+    corpus_order,
+    datamodule,
+    default_corpus,
+    resolve_paths,
+)
 from seqmix.train.module import LMTask
 
 LINES = [
@@ -109,8 +117,8 @@ def test_the_token_file_is_reused_and_rebuilt_when_the_corpus_changes(corpus, tm
         raise AssertionError("tokenised again")
 
     with monkeypatch.context() as m:
-        m.setattr(text, "read_chunks", fail)
-        m.setattr(text, "read_texts", fail)
+        m.setattr(cache, "read_chunks", fail)  # where the token writer and the data module look them up
+        m.setattr(datamodule, "read_texts", fail)
         second = make(corpus, tmp_path)
         second.setup()
     assert second.bin_path == first.bin_path and second.bin_path.stat().st_mtime_ns == stamp
