@@ -2,76 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from seqmix import kernels
 from seqmix.kernels.gated_linear_attention import gla_chunked, gla_reference, gla_step
 
-from .recurrence_cases import DECAYS, leaves, recurrence_inputs, rel_err
+from .recurrence_cases import GLA, check_forms_agree, leaves, recurrence_inputs, rel_err
 
-TOL = 1e-5  # norm-wise relative error allowed between fp32 forms (measured: ~1e-7 outputs, ~1e-6 gradients)
-
-
-def _run(fn, ins: dict, **kw):
-    o, s = fn(ins["q"], ins["k"], ins["v"], ins["log_decay"], ins["state"], **kw)
-    return o, s
-
-
-def _check_forms_agree(b, h, length, dk, dv, decay, chunk, start_state=True, seed=0, decay_scale=1.0):
-    ins = recurrence_inputs(b, h, length, dk, dv, decay, seed=seed, start_state=start_state, decay_scale=decay_scale)
-    ref_in, chk_in = leaves(ins), leaves(ins)
-    o_ref, s_ref = _run(gla_reference, ref_in)
-    o, s = _run(gla_chunked, chk_in, chunk_size=chunk)
-    assert o.shape == (b, h, length, dv) and s.shape == (b, h, dk, dv) and s.dtype == torch.float32
-    assert rel_err(o, o_ref) <= TOL and rel_err(s, s_ref) <= TOL
-    g = torch.Generator().manual_seed(seed + 1)
-    w_o, w_s = torch.randn(o.shape, generator=g), torch.randn(s.shape, generator=g)
-    ((o_ref * w_o).sum() + (s_ref * w_s).sum()).backward()
-    ((o * w_o).sum() + (s * w_s).sum()).backward()
-    for name, t in chk_in.items():
-        if t is not None:
-            assert rel_err(t.grad, ref_in[name].grad) <= TOL, name
-
-
-@pytest.mark.parametrize("decay", DECAYS)
-@pytest.mark.parametrize(("length", "chunk"), [(1, 4), (16, 4), (37, 8), (70, None), (5, 64)])
-def test_chunked_equals_reference_outputs_state_and_gradients(decay, length, chunk):
-    _check_forms_agree(2, 3, length, 5, 7, decay, chunk)
-
-
-@pytest.mark.parametrize("decay", DECAYS)
-@pytest.mark.parametrize(("length", "chunk", "segment"), [(37, 4, 8), (40, 8, 16), (33, 8, 3)])
-def test_segments_carry_the_state_exactly(monkeypatch, decay, length, chunk, segment):
-    """Long sequences run segment by segment (chunks of a segment together); the seams change nothing."""
-    monkeypatch.setattr(importlib.import_module("seqmix.kernels.gated_linear_attention"), "SEGMENT_TOKENS", segment)
-    _check_forms_agree(2, 2, length, 4, 3, decay, chunk)
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    decay=st.sampled_from(DECAYS),
-    b=st.integers(1, 2),
-    h=st.integers(1, 3),
-    length=st.integers(1, 50),
-    dk=st.integers(1, 9),
-    dv=st.integers(1, 9),
-    chunk=st.sampled_from([1, 3, 8, 16, None]),
-    start_state=st.booleans(),
-    seed=st.integers(0, 2**16),
-)
-def test_chunked_equals_reference_property(decay, b, h, length, dk, dv, chunk, start_state, seed):
-    _check_forms_agree(b, h, length, dk, dv, decay, chunk, start_state, seed)
+TOL = GLA.tol  # see recurrence_cases (the chunked form, step and segments are checked in test_recurrence_forms)
 
 
 @pytest.mark.parametrize("decay", ["head", "channel"])
 def test_strong_decay_stays_finite_and_exact(decay):
     """Within-chunk decays down to exp(-64 * 40): no exp(+large) is ever formed."""
-    _check_forms_agree(1, 2, 40, 4, 3, decay, 64, decay_scale=80.0)
+    check_forms_agree(GLA, 1, 2, 40, 4, 3, decay, 64, decay_scale=80.0)
 
 
 def test_per_channel_chunks_with_wide_and_narrow_decay_spans():
@@ -83,29 +28,14 @@ def test_per_channel_chunks_with_wide_and_narrow_decay_spans():
     ld[0, 2, :, 0] = -5.0  # one channel of one sequence: a span of 5 * 16 = 80 in every chunk of 16
     ins["log_decay"] = ld
     ref_in, chk_in = leaves(ins), leaves(ins)
-    o_ref, s_ref = _run(gla_reference, ref_in)
-    o, s = _run(gla_chunked, chk_in, chunk_size=16)
+    o_ref, s_ref = GLA.run(gla_reference, ref_in)
+    o, s = GLA.run(gla_chunked, chk_in, chunk_size=16)
     assert rel_err(o, o_ref) <= TOL and rel_err(s, s_ref) <= TOL
     (o_ref.square().sum() + s_ref.sum()).backward()
     (o.square().sum() + s.sum()).backward()
     for name, t in chk_in.items():
         if t is not None:
             assert rel_err(t.grad, ref_in[name].grad) <= TOL, name
-
-
-@pytest.mark.parametrize("decay", DECAYS)
-@pytest.mark.parametrize("split", [0, 1, 13, 29])
-def test_steps_continue_a_chunked_prefill(decay, split):
-    ins = recurrence_inputs(2, 2, 29, 4, 6, decay, seed=3)
-    want, want_state = gla_reference(ins["q"], ins["k"], ins["v"], ins["log_decay"], ins["state"])
-    cut = {n: None if t is None or n == "state" else t[:, :, :split] for n, t in ins.items()}
-    o, state = gla_chunked(cut["q"], cut["k"], cut["v"], cut["log_decay"], ins["state"], chunk_size=8)
-    outs = [o]
-    for t in range(split, 29):
-        g = None if ins["log_decay"] is None else ins["log_decay"][:, :, t]
-        y, state = gla_step(ins["q"][:, :, t], ins["k"][:, :, t], ins["v"][:, :, t], g, state)
-        outs.append(y[:, :, None])
-    assert rel_err(torch.cat(outs, dim=2), want) <= TOL and rel_err(state, want_state) <= TOL
 
 
 def test_no_decay_is_plain_causal_linear_attention():
@@ -165,7 +95,7 @@ def test_bf16_autocast_changes_nothing_inside_the_kernel():
     def run(enabled: bool):
         xs = leaves(ins)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            o, s = _run(gla_chunked, xs, chunk_size=8)
+            o, s = GLA.run(gla_chunked, xs, chunk_size=8)
             y, s2 = gla_step(xs["q"][:, :, 0], xs["k"][:, :, 0], xs["v"][:, :, 0], xs["log_decay"][:, :, 0], s)
         (o.sum() + s2.sum() + y.sum()).backward()  # outside autocast, as Lightning runs it
         return [o, s2, y] + [t.grad for t in xs.values() if t is not None]
