@@ -32,7 +32,7 @@ from .model import (
 )
 from .retnet import RetNet
 from .rope import RopeScaling, rotary, set_rope_scaling
-from .sizing import match_params, match_width, non_embedding_params
+from .sizing import match_params, match_width, model_summary, non_embedding_params
 from .sliding_window import SlidingWindow
 
 
@@ -45,6 +45,6 @@ __all__ = [
     "GLA", "MIXERS", "Attention", "DeltaNet", "GatedDeltaNet", "KVPolicy", "KVSchedule", "LanguageModel", "LayerSpec",
     "LinearAttention", "Mamba", "Mamba2", "Mixer", "MixerFactory", "ModelConfig", "RetNet", "RopeScaling", "SlidingWindow",
     "State", "get_mixer", "match_params", "match_width", "mixer_from_spec", "mixer_to_spec", "no_weight_decay",
-    "non_embedding_params", "parse_kv_policy", "pattern_name", "preset", "register", "rotary", "set_kv_policy",
+    "model_summary", "non_embedding_params", "parse_kv_policy", "pattern_name", "preset", "register", "rotary", "set_kv_policy",
     "set_rope_scaling",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 
@@ -13,6 +14,18 @@ def non_embedding_params(config: ModelConfig) -> int:
     """Parameters outside the (tied) embedding, analytically, without allocating the model."""
     with torch.device("meta"):
         return LanguageModel(config).param_count(embedding=False)
+
+
+def model_summary(config: ModelConfig, model: LanguageModel | None = None) -> dict[str, Any]:
+    """The resolved model, flat: mixer name, widths, vocabulary and parameter counts (the tied embedding once).
+
+    Counts come from `model` when it is built, else analytically from `config` (nothing allocated)."""
+    non_embedding = model.param_count(embedding=False) if model is not None else non_embedding_params(config)
+    return {
+        "mixer_name": config.mixer_name, "d_model": config.d_model, "d_ff": config.hidden, "n_layers": config.n_layers,
+        "vocab_size": config.vocab_size, "params_total": non_embedding + config.vocab_size * config.d_model,
+        "params_non_embedding": non_embedding,
+    }
 
 
 def _build_every_mixer(config: ModelConfig) -> None:

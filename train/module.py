@@ -146,12 +146,7 @@ class LMTask(L.LightningModule):
 
     def model_summary(self) -> dict[str, Any]:
         """The resolved model, flat: mixer name, widths, and parameter counts (logged as hyperparameters)."""
-        c = self.config
-        return {
-            "mixer_name": c.mixer_name, "d_model": c.d_model, "d_ff": c.hidden, "n_layers": c.n_layers,
-            "vocab_size": c.vocab_size, "params_total": self.param_counts["total"],
-            "params_non_embedding": self.param_counts["non_embedding"], "param_budget": self.hparams.param_budget,
-        }
+        return {**archs.model_summary(self.config, self.model), "param_budget": self.hparams.param_budget}
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """Logits (B, L, V) for token ids (B, L)."""

@@ -111,11 +111,10 @@ def train_one(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]
     tokens_per_s = trainer.callback_metrics.get("perf/tokens_per_s")  # read before validate() resets the metrics
     trainer.limit_val_batches = 1.0
     metrics = trainer.validate(task, datamodule=data, verbose=False)[0]
+    size = task.model_summary()
     return {
         "mixer": label,
-        "mixer_name": task.config.mixer_name,
-        "params_non_embedding": task.param_counts["non_embedding"],
-        "d_model": task.config.d_model,
+        **{k: size[k] for k in ("mixer_name", "params_non_embedding", "d_model")},
         "val_acc": float(metrics["val/acc"]),
         "val_loss": float(metrics["val/loss"]),
         "chance_acc": 2 / args.vocab_size,

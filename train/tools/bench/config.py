@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from seqmix.archs import ModelConfig, get_mixer, match_params, match_width, non_embedding_params, pattern_name
+from seqmix.archs import ModelConfig, get_mixer, match_params, match_width, pattern_name
 from seqmix.train.checks import check_int
 
 from .measure import DTYPES, MODES
@@ -193,13 +193,6 @@ def resolve_device(device: str) -> str:
             raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use cpu or auto")
         return device
     raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda[:N]")
-
-
-def model_summary(config: ModelConfig) -> dict[str, Any]:
-    """The size fields of a model config, for the output."""
-    emb = config.vocab_size * config.d_model
-    ne = non_embedding_params(config)
-    return {"d_model": config.d_model, "d_ff": config.hidden, "params_non_embedding": ne, "params_total": ne + emb}
 
 
 QUICK = dict(

@@ -14,9 +14,9 @@ import psutil
 import torch
 from tqdm.auto import tqdm
 
-from seqmix.archs import LanguageModel
+from seqmix.archs import LanguageModel, model_summary
 
-from .config import BenchConfig, MixerSpec, model_summary
+from .config import BenchConfig, MixerSpec
 from .measure import DTYPES, Point, Probe, measure_point, time_stats
 from .peak import matmul_flops_per_s
 from .results import environment, write_csv
@@ -25,6 +25,7 @@ from .worker import Outcome, call_measured, run_isolated
 MeasureFn = Callable[[Point, Probe], dict]
 
 CSV_NAME = "bench.csv"
+SIZE_KEYS = ("d_model", "d_ff", "params_non_embedding", "params_total")  # the model columns of a row, in order
 
 
 def default_memory_limit(config: BenchConfig) -> int | None:
@@ -126,7 +127,8 @@ def run_bench(
         env = environment(config.device, config.threads, measure_peak_flops(config))
     specs = config.specs
     models = {s.label: config.model_config(s) for s in specs}
-    sizes = {label: model_summary(cfg) for label, cfg in models.items()}
+    summaries = {label: model_summary(cfg) for label, cfg in models.items()}
+    sizes = {label: {k: s[k] for k in SIZE_KEYS} for label, s in summaries.items()}
     with torch.device("meta"):
         counters = {label: LanguageModel(cfg) for label, cfg in models.items()}
     memory_limit = default_memory_limit(config)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from seqmix.archs import LanguageModel
+from seqmix.archs import LanguageModel, model_summary
 
 from ...data.synthetic import check_depth
 from .grid import length_curve, sweep, write_csv
@@ -142,6 +142,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     for p in plans:
         print(f"seqmix evaluate: {p.ckpt} ({p.label}, {task_name}, trained at L={p.task.train_len})", file=sys.stderr)
         p.variant.apply(p.model)
+        size = model_summary(p.model.config, p.model)
         rows = sweep(p.model, p.task, p.lengths, p.depths, args.num_examples, args.seed, args.batch_size,
                      args.max_tokens, device, log=lambda s: print(s, file=sys.stderr), prefill_len=p.prefill_len)
         curves[p.label] = length_curve(rows)
@@ -153,14 +154,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         if args.recall_vs_state:
             series = p.base_label + (f" {p.variant.policy_kind}" if p.variant.kv_policy else "")
             recall_rows += [{
-                "series": series, "model": p.label, "mixer": p.model.config.mixer_name, "ckpt": str(p.ckpt),
+                "series": series, "model": p.label, "mixer": size["mixer_name"], "ckpt": str(p.ckpt),
                 "kv_policy": p.variant.kv_policy or "", "length": r["length"],
                 "state_bytes": p.model.state_bytes(r["length"], 1, torch.float32),
-                "params_non_embedding": p.model.param_count(embedding=False), **{k: r[k] for k in (
+                "params_non_embedding": size["params_non_embedding"], **{k: r[k] for k in (
                     "accuracy", "exact_match", "n_examples", "n_tokens")},
             } for r in curves[p.label]]
-        runs.append({"ckpt": str(p.ckpt), "label": p.label, "mixer": p.model.config.mixer_name,
-                     "params_non_embedding": p.model.param_count(embedding=False), "train_len": p.task.train_len,
+        runs.append({"ckpt": str(p.ckpt), "label": p.label, "mixer": size["mixer_name"],
+                     "params_non_embedding": size["params_non_embedding"], "train_len": p.task.train_len,
                      "data_hparams": p.task.hparams, "chance": p.task.chance, "lengths": p.lengths,
                      "depths": [d for d in p.depths if d is not None],
                      "rope_scaling": None if p.variant.rope is None else vars(p.variant.rope),
