@@ -4,98 +4,25 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
 from seqmix import archs
 from seqmix.archs import LanguageModel, ModelConfig
 
-from .checks import check_int
-from .data import IGNORE_INDEX
+from .loss import lm_loss_and_accuracy
+from .memory import check_model_fits, physical_memory
+from .optim import check_optimizer_args, lr_factor, param_groups
 
 DEFAULT_MODEL = ModelConfig()
 
-
-def physical_memory() -> int | None:
-    """This machine's physical memory in bytes, where the OS says."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_model_fits(config: ModelConfig, param_budget: int | None, memory: int | None = None) -> None:
-    """Raise a ValueError naming what to lower when the model's fp32 weights alone exceed physical memory (it could
-    not even be built); warn when training it with AdamW (weights, gradients, two moments: 16 bytes a parameter) would."""
-    memory = physical_memory() if memory is None else memory
-    if not memory:
-        return
-    params = archs.non_embedding_params(config) + config.vocab_size * config.d_model
-    cause = (f"param_budget={param_budget:,}" if param_budget is not None
-             else f"d_model={config.d_model}, n_layers={config.n_layers}, vocab_size={config.vocab_size}")
-    size = f"{params:,} parameters ({params * 4 / 2**30:,.1f} GiB in fp32)"
-    if 4 * params > memory:
-        raise ValueError(f"{cause} gives a model of {size}, more than this machine's {memory / 2**30:,.1f} GiB of "
-                         f"memory; lower {cause.split('=')[0]}")
-    if 16 * params > memory:
-        rank_zero_warn(f"{cause} gives a model of {size}; training it with AdamW takes about "
-                       f"{16 * params / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
-
-
-def check_optimizer_args(
-    lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0,
-    min_lr_ratio: float = 0.0,
-) -> None:
-    """Raise a ValueError naming the first bad AdamW / schedule setting of LMTask."""
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-    check_int("warmup_steps", warmup_steps, minimum=0)
-    if not 0 <= min_lr_ratio <= 1:
-        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
-
-
-def lm_loss_and_accuracy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Mean next-token cross-entropy and argmax accuracy over supervised positions (labels != -100), and their count."""
-    flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-    mask = flat_labels != IGNORE_INDEX
-    count = int(mask.sum())
-    loss = F.cross_entropy(flat_logits.float(), flat_labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    correct = (flat_logits.argmax(-1) == flat_labels) & mask
-    denom = max(count, 1)
-    return loss / denom, correct.sum().float() / denom, count
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: float, min_lr_ratio: float) -> float:
-    """Multiplier of the peak lr at optimizer step `step`: linear warmup to 1, then cosine down to min_lr_ratio."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if not math.isfinite(total_steps):
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decayed weights, and the exempt ones (archs.no_weight_decay: norms, biases, A_log, D); with names."""
-    decay: dict[str, nn.Parameter] = {}
-    exempt: dict[str, nn.Parameter] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (exempt if archs.no_weight_decay(name, p) else decay)[name] = p
-    return [
-        {"params": list(decay.values()), "names": list(decay), "weight_decay": weight_decay},
-        {"params": list(exempt.values()), "names": list(exempt), "weight_decay": 0.0},
-    ]
+# the helpers LMTask is made of, importable from here as before
+__all__ = ["DEFAULT_MODEL", "LMTask", "check_model_fits", "check_optimizer_args", "lm_loss_and_accuracy", "lr_factor",
+           "param_groups", "physical_memory"]
 
 
 class LMTask(L.LightningModule):
