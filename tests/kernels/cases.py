@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from seqmix.kernels.scan_ref import selective_scan_ref
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+FEATURES = {  # which optional inputs a case feeds the scan
+    "all": {},
+    "plain": dict(z=False, D=False, bias=False, softplus=False),
+    "z-only": dict(D=False, bias=False),
+    "D-bias-no-softplus": dict(z=False, softplus=False),
+}
 
 
 @dataclass(frozen=True)
@@ -83,3 +89,25 @@ def assert_matches(got, want, tol: float = 2e-5) -> None:
     assert got[2].keys() == want[2].keys()
     for name in want[2]:
         assert_close(got[2][name], want[2][name], tol, f"grad of {name}")
+
+
+def check_matches_reference(fn, case: Case, seed: int = 0, **features: bool) -> None:
+    """A scan backend `fn` agrees with the reference on the case (with `features` changed): outputs, state, gradients."""
+    case = replace(case, **features)
+    ins = case.inputs(seed)
+    assert_matches(run(fn, case, ins), reference(case, ins))
+
+
+def check_half_inputs(fn, case: Case) -> None:
+    """Half-precision inputs: output in that dtype, fp32 state equal to the fp32 reference on the same values, each
+    gradient in its input's dtype."""
+    ins = case.inputs()
+    out, last, grads = run(fn, case, ins)
+    want = reference(case, ins)
+    assert out.dtype == case.dtype and last.dtype == torch.float32
+    # The state never passes through the half dtype: it agrees with the fp32 reference to fp32 accuracy.
+    assert_close(last, want[1], 1e-5, "last state")
+    assert_close(out, want[0], 1e-2, "output")  # only the final cast rounds
+    for name, g in grads.items():
+        assert g.dtype == ins[name].dtype, name
+        assert_close(g, want[2][name], 2e-2, f"grad of {name}")

@@ -12,7 +12,7 @@ from seqmix import kernels
 from seqmix.kernels import scan_cpu
 from seqmix.kernels.scan_cpu import selective_scan_cpu
 
-from .cases import Case, assert_close, assert_matches, reference, run
+from .cases import FEATURES, Case, assert_close, assert_matches, check_half_inputs, check_matches_reference, reference, run
 
 pytestmark = pytest.mark.skipif(not scan_cpu.available(), reason=f"fused CPU scan unavailable: {scan_cpu.why_unavailable()}")
 
@@ -30,20 +30,10 @@ SHAPES = {
     "grouped-G=2": Case(groups=2),
     "grouped-G=dim": Case(groups=6, length=19),
 }
-FEATURES = {
-    "all": {},
-    "plain": dict(z=False, D=False, bias=False, softplus=False),
-    "z-only": dict(D=False, bias=False),
-    "D-bias-no-softplus": dict(z=False, softplus=False),
-}
-
-
 @pytest.mark.parametrize("features", FEATURES.values(), ids=FEATURES.keys())
 @pytest.mark.parametrize("case", SHAPES.values(), ids=SHAPES.keys())
 def test_matches_reference(case: Case, features: dict) -> None:
-    case = Case(**{**case.__dict__, **features})
-    ins = case.inputs()
-    assert_matches(run(selective_scan_cpu, case, ins), reference(case, ins))
+    check_matches_reference(selective_scan_cpu, case, **features)
 
 
 @pytest.mark.parametrize("threads", [2, 3])
@@ -55,8 +45,7 @@ def test_threads_split_channels_into_blocks(threads: int, case: Case) -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        ins = case.inputs()
-        assert_matches(run(selective_scan_cpu, case, ins), reference(case, ins))
+        check_matches_reference(selective_scan_cpu, case)
     finally:
         torch.set_num_threads(before)
 
@@ -74,8 +63,7 @@ def test_threads_split_channels_into_blocks(threads: int, case: Case) -> None:
 def test_matches_reference_random(batch, heads, groups, d_state, length, flags, seed) -> None:
     z, D, bias, softplus = flags
     case = Case(batch, heads * (groups or 1), d_state, length, groups, z, D, bias, softplus)
-    ins = case.inputs(seed)
-    assert_matches(run(selective_scan_cpu, case, ins), reference(case, ins))
+    check_matches_reference(selective_scan_cpu, case, seed)
 
 
 def test_gradient_of_last_state_only() -> None:
@@ -91,16 +79,7 @@ def test_gradient_of_last_state_only() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_accumulate_in_fp32(dtype: torch.dtype) -> None:
-    case = Case(length=100, dim=4, dtype=dtype)
-    ins = case.inputs()
-    out, last, grads = run(selective_scan_cpu, case, ins)
-    want = reference(case, ins)
-    assert out.dtype == dtype and last.dtype == torch.float32
-    assert_close(last, want[1], 1e-5, "last state")
-    assert_close(out, want[0], 1e-2, "output")
-    for name, g in grads.items():
-        assert g.dtype == ins[name].dtype, name
-        assert_close(g, want[2][name], 2e-2, f"grad of {name}")
+    check_half_inputs(selective_scan_cpu, Case(length=100, dim=4, dtype=dtype))
 
 
 def test_extreme_decays_are_finite_and_exact() -> None:

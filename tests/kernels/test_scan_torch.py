@@ -13,7 +13,7 @@ from seqmix import kernels
 from seqmix.kernels import scan_torch
 from seqmix.kernels.scan_torch import selective_scan_torch
 
-from .cases import Case, assert_close, assert_matches, reference, run
+from .cases import FEATURES, Case, assert_close, assert_matches, check_half_inputs, check_matches_reference, reference, run
 
 SHAPES = {
     "L-not-multiple-of-chunk": Case(length=37),
@@ -27,21 +27,10 @@ SHAPES = {
     "grouped-G=dim": Case(groups=6, length=19),
     "batch=1": Case(batch=1, length=23),
 }
-FEATURES = {
-    "all": {},
-    "plain": dict(z=False, D=False, bias=False, softplus=False),
-    "z-only": dict(D=False, bias=False),
-    "D-bias-no-softplus": dict(z=False, softplus=False),
-}
-
-
 @pytest.mark.parametrize("features", FEATURES.values(), ids=FEATURES.keys())
 @pytest.mark.parametrize("case", SHAPES.values(), ids=SHAPES.keys())
 def test_matches_reference(case: Case, features: dict) -> None:
-    case = Case(**{**case.__dict__, **features})
-    ins = case.inputs()
-    fn = functools.partial(selective_scan_torch, chunk=8)
-    assert_matches(run(fn, case, ins), reference(case, ins))
+    check_matches_reference(functools.partial(selective_scan_torch, chunk=8), case, **features)
 
 
 @pytest.mark.parametrize("slab_chunks", [1, 2, 3], ids=["one-chunk-slabs", "two-chunk-slabs", "uneven-slabs"])
@@ -51,8 +40,7 @@ def test_slabs_match_reference(monkeypatch, slab_chunks: int) -> None:
     per_chunk = case.batch * case.dim * case.d_state * 4
     monkeypatch.setattr(scan_torch, "SLAB_ELEMS", per_chunk * slab_chunks)
     fn = functools.partial(selective_scan_torch, chunk=4)
-    ins = case.inputs()
-    assert_matches(run(fn, case, ins), reference(case, ins))
+    check_matches_reference(fn, case)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -91,17 +79,7 @@ def test_gradient_of_last_state_only() -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs_accumulate_in_fp32(dtype: torch.dtype) -> None:
     """Half-precision inputs: output in that dtype, fp32 state equal to the fp32 reference on the same values."""
-    case = Case(length=300, dim=4, dtype=dtype)
-    ins = case.inputs()
-    out, last, grads = run(selective_scan_torch, case, ins)
-    want = reference(case, ins)
-    assert out.dtype == dtype and last.dtype == torch.float32
-    # The state never passes through the half dtype: it agrees with the fp32 reference to fp32 accuracy.
-    assert_close(last, want[1], 1e-5, "last state")
-    assert_close(out, want[0], 1e-2, "output")  # only the final cast rounds
-    for name, g in grads.items():
-        assert g.dtype == ins[name].dtype, name
-        assert_close(g, want[2][name], 2e-2, f"grad of {name}")
+    check_half_inputs(selective_scan_torch, Case(length=300, dim=4, dtype=dtype))
 
 
 def _unstable_inputs(length: int, dim: int = 4, d_state: int = 8):
