@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .validate import as_grouped, groups_of
+from .groups import as_grouped, groups_of
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "scan_cpu.c")
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")

@@ -6,13 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _expand_bc(M: Tensor, d: int) -> Tensor:
-    """(B, N, L) or grouped (B, G, N, L) -> (B, D, N, L)."""
-    if M.dim() == 3:
-        return M.unsqueeze(1).expand(M.shape[0], d, *M.shape[1:])
-    groups = M.shape[1]
-    return M.repeat_interleave(d // groups, dim=1)
+from .groups import per_channel
 
 
 def selective_scan_ref(
@@ -35,7 +29,7 @@ def selective_scan_ref(
     if delta_softplus:
         delta = F.softplus(delta)
     batch, d, length = u.shape
-    Bx, Cx = _expand_bc(B.float(), d), _expand_bc(C.float(), d)
+    Bx, Cx = per_channel(B.float(), d, B.dim() == 4), per_channel(C.float(), d, C.dim() == 4)  # (B, D, N, L)
     h = u.new_zeros(batch, d, A.shape[1])
     ys = []
     for t in range(length):

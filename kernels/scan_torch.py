@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .validate import as_grouped, groups_of
+from .groups import as_grouped, groups_of
 
 CHUNK = 32
 # Cap, in fp32 elements, on each (T, batch, G, k, H, N) buffer of one slab of k chunks: bounds memory at any L

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .validate import as_grouped, groups_of
+from .groups import as_grouped, groups_of
 
 # Whether the kernels below run in Triton's CPU interpreter; fixed when they are decorated, i.e. at import.
 _knobs = getattr(triton, "knobs", None)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .groups import per_channel
+
 
 def _check(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D, z, delta_bias) -> None:
     if state.dim() != 3:
@@ -26,14 +28,6 @@ def _check(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     for name, v in (("D", D), ("delta_bias", delta_bias)):
         if v is not None and tuple(v.shape) != (dim,):
             raise ValueError(f"{name} must have shape (dim,) = ({dim},); got {tuple(v.shape)}")
-
-
-def _per_channel(M: Tensor, dim: int) -> Tensor:
-    """(batch, N) or (batch, G, N) -> (batch, dim, N) fp32."""
-    M = M.float()
-    if M.dim() == 2:
-        return M.unsqueeze(1)
-    return M.repeat_interleave(dim // M.shape[1], dim=1)
 
 
 def selective_state_update(
@@ -57,9 +51,9 @@ def selective_state_update(
     if delta_softplus:
         dt = F.softplus(dt)
     h = torch.exp(dt[..., None] * A.float()) * state.float()
-    h = h + (dt * u.float())[..., None] * _per_channel(B, dim)
+    h = h + (dt * u.float())[..., None] * per_channel(B.float(), dim, B.dim() == 3)
     state.copy_(h)
-    y = (h * _per_channel(C, dim)).sum(-1)
+    y = (h * per_channel(C.float(), dim, C.dim() == 3)).sum(-1)
     if D is not None:
         y = y + u.float() * D.float()
     if z is not None:

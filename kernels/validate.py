@@ -70,22 +70,6 @@ def check_scan_inputs(
         raise ValueError(f"all selective-scan inputs must be on one device; got {listing}")
 
 
-def groups_of(B: Tensor, C: Tensor) -> int:
-    """Number of B/C groups: 1 for (batch, N, L), G for (batch, G, N, L)."""
-    if B.dim() == 4:
-        return B.shape[1]
-    if C.dim() == 4:
-        return C.shape[1]
-    return 1
-
-
-def as_grouped(M: Tensor, groups: int) -> Tensor:
-    """(batch, N, L) -> (batch, groups, N, L) view; grouped tensors pass through."""
-    if M.dim() == 4:
-        return M
-    return M.unsqueeze(1).expand(M.shape[0], groups, *M.shape[1:])
-
-
 def outside_autocast(fn: Callable[..., R]) -> Callable[..., R]:
     """Run a recurrence with autocast off, so that a bf16 autocast region cannot downcast its fp32 matmuls."""
 
