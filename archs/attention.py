@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .heads import merge_heads, split_heads
 from .mixer import Mixer, State, positive_int, register
 from .rope import NO_SCALING, RopeScaling, rotary
 
@@ -74,11 +75,9 @@ class Attention(Mixer):
 
     def project(self, x: Tensor, offset: int | Tensor = 0) -> tuple[Tensor, Tensor, Tensor]:
         """Queries (B, H, L, hd) and keys, values (B, Hkv, L, hd) of x (B, L, D), rotated for positions offset + i."""
-        b, l, _ = x.shape
         q, k, v = self.qkv(x).split([self.d_model, self.kv_dim, self.kv_dim], dim=-1)
-        q = q.view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
-        k = k.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
-        v = v.view(b, l, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
+        q = split_heads(q, self.n_heads)  # (B, H, L, hd)
+        k, v = split_heads(k, self.n_kv_heads), split_heads(v, self.n_kv_heads)  # (B, Hkv, L, hd)
         if self.position == "rope":
             q = rotary(q, offset, self.rope_base, self.rope_scaling)
             k = rotary(k, offset, self.rope_base, self.rope_scaling)
@@ -86,8 +85,7 @@ class Attention(Mixer):
 
     def merge(self, y: Tensor) -> Tensor:
         """Heads (B, H, L, hd) back to (B, L, D) through the output projection."""
-        b, _, l, _ = y.shape
-        return self.out(y.transpose(1, 2).reshape(b, l, self.d_model))
+        return self.out(merge_heads(y))
 
     def visible(self, dist: Tensor, kpos: Tensor) -> Tensor:
         """Which keys a query sees, from distance query - key and key position (-1: an empty cache slot)."""

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from seqmix.kernels import gated_linear_attention
 from seqmix.kernels.gated_linear_attention import gla_step
 
+from .heads import merge_heads, split_heads
 from .mixer import Mixer, State, positive_int, register
 from .recurrent import state_element_size
 
@@ -56,13 +57,11 @@ class LinearAttention(Mixer):
         self.out = nn.Linear(d_model, d_model, bias=False)
 
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, l, _ = x.shape
-        q, k, v = self.qkv(x).view(b, l, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))  # (B, H, L, hd) each
         return self.phi(q), self.phi(k), v
 
     def _merge(self, y: Tensor) -> Tensor:
-        b, _, l, _ = y.shape
-        return self.out(y.transpose(1, 2).reshape(b, l, self.d_model))
+        return self.out(merge_heads(y))
 
     def _values(self, v: Tensor) -> Tensor:
         """With normalize, the normaliser z = sum_s k_s rides along as an extra value column of ones: q S = [q S_v, q z]."""

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from seqmix.kernels.gated_linear_attention import DEFAULT_CHUNK, gated_linear_attention, gla_step
 
+from .heads import merge_heads, split_heads
 from .mixer import Mixer, State, positive_int, register
 
 MAX_HEADDIM = 64
@@ -154,13 +155,13 @@ class Mamba2(Mixer):
         (B, H, L), all in the compute dtype (at least fp32)."""
         dtype = torch.promote_types(xbc.dtype, torch.float32)
         b, length, _ = xbc.shape
-        h, g, n, p = self.nheads, self.ngroups, self.d_state, self.headdim
+        h, g, n = self.nheads, self.ngroups, self.d_state
         x, B, C = xbc.to(dtype).split([self.d_ssm, g * n, g * n], dim=-1)
         dt = F.softplus(dt.to(dtype) + self.dt_bias.to(dtype))  # (B, L, H)
         if self.dt_limit != (0.0, math.inf):
             dt = dt.clamp(*self.dt_limit)
         log_decay = (dt * -torch.exp(self.A_log.to(dtype))).transpose(1, 2)  # (B, H, L)
-        x = x.view(b, length, h, p).transpose(1, 2)  # (B, H, L, P)
+        x = split_heads(x, h)  # (B, H, L, P)
 
         def per_head(t: Tensor) -> Tensor:  # (B, L, G*N) -> (B, H, L, N): head i reads group i // (H / G)
             t = t.view(b, length, g, 1, n).expand(b, length, g, h // g, n)
@@ -171,9 +172,9 @@ class Mamba2(Mixer):
 
     def _output(self, y: Tensor, x: Tensor, z: Tensor, z0: Tensor, x0: Tensor) -> Tensor:
         """SSD output y and x (B, H, L, P), gate z (B, L, d_ssm), MLP halves (B, L, d_mlp) -> block output (B, L, D)."""
-        b, h, length, p = y.shape
+        h, p = y.shape[1], y.shape[3]
         D = self.D.to(y.dtype).view(h, 1, p) if self.D_has_hdim else self.D.to(y.dtype).view(h, 1, 1)
-        y = (y + D * x).transpose(1, 2).reshape(b, length, h * p).to(z.dtype)  # (B, L, d_ssm)
+        y = merge_heads(y + D * x).to(z.dtype)  # (B, L, d_ssm)
         y = self.norm(y, z) if self.rmsnorm else y * F.silu(z)
         if self.d_mlp:
             y = torch.cat([F.silu(z0) * x0, y], dim=-1)

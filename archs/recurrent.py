@@ -1,4 +1,4 @@
-"""What the recurrent-attention mixers share: heads, the short causal conv, the per-head output norm and gate, and one
+"""What the recurrent-attention mixers share: the short causal conv, the per-head output norm and gate, and one
 skeleton (project -> conv -> heads -> recurrence -> norm and gate -> out) that RetNet, GLA, DeltaNet and Gated
 DeltaNet fill in with their own feature maps, decays and write strengths."""
 
@@ -16,19 +16,8 @@ from seqmix.kernels.delta_rule import delta_rule_step
 from seqmix.kernels.gated_linear_attention import DEFAULT_CHUNK as GLA_CHUNK
 from seqmix.kernels.gated_linear_attention import gla_step
 
+from .heads import merge_heads, split_heads
 from .mixer import Mixer, State, positive_int
-
-
-def split_heads(x: Tensor, n_heads: int) -> Tensor:
-    """(B, L, H * d) -> (B, H, L, d)."""
-    b, length, width = x.shape
-    return x.view(b, length, n_heads, width // n_heads).transpose(1, 2)
-
-
-def merge_heads(y: Tensor) -> Tensor:
-    """(B, H, L, d) -> (B, L, H * d)."""
-    b, h, length, d = y.shape
-    return y.transpose(1, 2).reshape(b, length, h * d)
 
 
 def state_element_size(dtype: torch.dtype) -> int:
