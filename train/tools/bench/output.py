@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ...io import atomic_write
 from .plot import plot_rows
 from .results import read_csv
 from .summary import summarize
@@ -27,7 +28,7 @@ def write_outputs(
         summary = {**extra, **summary}
     out_dir.mkdir(parents=True, exist_ok=True)
     summary["plots"] = [p.name for p in plot_rows(rows, summary, out_dir)]
-    (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 

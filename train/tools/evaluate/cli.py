@@ -15,6 +15,7 @@ import torch
 from seqmix.archs import LanguageModel, model_summary
 
 from ...data.synthetic import check_depth
+from ...io import atomic_write
 from .grid import length_curve, sweep, write_csv
 from .plots import plot_curve, plot_heatmap, plot_recall_vs_state
 from .tasks import DEFAULT_DEPTHS, DEFAULT_FACTORS, DEPTH_LABELS, TASKS, Task, build_task, infer_task, load_checkpoint
@@ -184,6 +185,6 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
         "num_examples": args.num_examples, "seed": args.seed,
         "device": str(device), "files": sorted(p.name for p in args.out.iterdir() if p.suffix in (".csv", ".png")),
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write(args.out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     print(f"seqmix evaluate: wrote {', '.join(summary['files'])} to {args.out}", file=sys.stderr)
     return summary

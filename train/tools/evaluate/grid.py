@@ -14,6 +14,7 @@ from torch import Tensor
 from seqmix.archs import LanguageModel
 
 from ...data import IGNORE_INDEX
+from ...io import atomic_open
 from .tasks import Task
 
 
@@ -98,8 +99,8 @@ def length_curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    """Tidy CSV, columns in the rows' order."""
-    with open(path, "w", newline="") as f:
+    """Tidy CSV, columns in the rows' order, written atomically."""
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
