@@ -12,8 +12,7 @@ import argparse
 import math
 import os
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ import torch
 from .delta_rule import delta_rule, delta_rule_reference
 from .dispatch import available_backends, selective_scan
 from .gated_linear_attention import gated_linear_attention, gla_reference
+from .timing import median_ms
 
 KERNELS = ("selective_scan", "gated_linear_attention", "delta_rule")
 # each recurrence with each kind of decay it takes: none, one per (head, step), one per (head, step, key channel)
@@ -56,26 +56,12 @@ def _inputs(batch: int, dim: int, d_state: int, length: int, device: str, dtype:
     return [t.to(device=device, dtype=dtype if i in low else torch.float32).requires_grad_() for i, t in enumerate(tensors)]
 
 
-def _median_ms(fn: Callable[[], None], repeats: int, warmup: int, sync: Callable[[], None]) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def measure(
     backend: str, batch: int, dim: int, d_state: int, length: int, repeats: int, warmup: int, device: str, dtype
 ) -> Row:
     """Median forward (autograd on) and forward+backward wall time of one backend at one length."""
     ins = _inputs(batch, dim, d_state, length, device, dtype)
     grad = torch.randn(batch, dim, length, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def fwd() -> torch.Tensor:
         return selective_scan(*ins, delta_softplus=True, backend=backend)
@@ -85,7 +71,7 @@ def measure(
         for t in ins:
             t.grad = None
 
-    return Row(backend, length, _median_ms(fwd, repeats, warmup, sync), _median_ms(fwd_bwd, repeats, warmup, sync))
+    return Row(backend, length, median_ms(fwd, device, repeats, warmup), median_ms(fwd_bwd, device, repeats, warmup))
 
 
 def _growth_pair(lengths: Sequence[int]) -> tuple[int, int] | None:
@@ -160,7 +146,6 @@ def measure_recurrence(
             ins["q"], ins["k"], ins["v"], ins["beta"], ins["log_decay"]
         ),
     }[kernel, form]
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def fwd_bwd() -> None:
         o, s = fn()
@@ -170,7 +155,8 @@ def measure_recurrence(
                 t.grad = None
 
     label = f"{kernel}[{decay or 'none'}]"
-    return RecurrenceRow(label, form, length, _median_ms(fn, repeats, warmup, sync), _median_ms(fwd_bwd, repeats, warmup, sync))
+    fwd_ms, fwd_bwd_ms = median_ms(fn, device, repeats, warmup), median_ms(fwd_bwd, device, repeats, warmup)
+    return RecurrenceRow(label, form, length, fwd_ms, fwd_bwd_ms)
 
 
 def fit_exponent(lengths: Sequence[float], times: Sequence[float]) -> float:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from . import bench
 from .dispatch import available_backends, selective_scan
+from .timing import median_ms
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -121,7 +122,6 @@ def time_scans(backends: Sequence[str], s: Shapes, device: str, deadline: float)
 
 def time_attention(s: Shapes, device: str, deadline: float) -> list[dict]:
     """Causal SDPA forward and forward+backward ms at each length, same batches as the scans."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     rows = []
     for length in s.lengths:
         batch = max(1, s.tokens // length)
@@ -138,8 +138,8 @@ def time_attention(s: Shapes, device: str, deadline: float) -> list[dict]:
                 torch.autograd.backward(fwd(), grad)
                 q.grad = k.grad = v.grad = None
 
-            fwd_ms = bench._median_ms(fwd, s.repeats, 1, sync)
-            return dict(fwd_ms=fwd_ms, fwd_bwd_ms=bench._median_ms(fwd_bwd, s.repeats, 1, sync))
+            fwd_ms = median_ms(fwd, device, s.repeats, 1)
+            return dict(fwd_ms=fwd_ms, fwd_bwd_ms=median_ms(fwd_bwd, device, s.repeats, 1))
 
         rows.append(dict(backend="sdpa", length=length, batch=batch, **_guarded(run, deadline, device)))
     return rows

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from seqmix.archs import LanguageModel, ModelConfig
+from seqmix.kernels.timing import MAX_REPEATS, sync, time_calls
 
 MODES = ("train", "prefill", "decode")
-MAX_REPEATS = 10_000
+__all__ = ["MAX_REPEATS", "sync", "time_calls"]  # the timing loop lives in seqmix.kernels.timing; importable here too
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -41,35 +41,6 @@ class Probe:
 
     def baseline(self) -> None:
         """Record the memory in use now; the peak is reported relative to it."""
-
-
-def sync(device: str) -> None:
-    """Wait for queued device work so that wall time covers it."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def time_calls(
-    fn: Callable[[], None], device: str, warmup: int, repeats: int, deadline: float, min_time: float = 0.0
-) -> tuple[list[float], list[float]]:
-    """Run fn `warmup` times, then time it at least `repeats` times and for at least `min_time` seconds in all (so
-    that cheap calls are sampled across a window longer than a burst of other work), stopping early, after one
-    call, when the next would pass deadline; returns the wall times and this process's CPU times (all threads)."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    wall: list[float] = []
-    cpu: list[float] = []
-    start = time.perf_counter()
-    while len(wall) < repeats or (time.perf_counter() - start < min_time and len(wall) < MAX_REPEATS):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        sync(device)
-        wall.append(time.perf_counter() - w0)
-        cpu.append(time.process_time() - c0)
-        if time.perf_counter() + max(wall) > deadline:
-            break
-    return wall, cpu
 
 
 def state_tensor_bytes(states: list[dict[str, torch.Tensor]]) -> int:
