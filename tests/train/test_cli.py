@@ -32,6 +32,17 @@ def run_main(args, capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def assert_fit_fails_in_one_line(args: list[str], words: list[str], tmp_path: Path, capsys) -> None:
+    """`seqmix fit` on the MQAR config plus `args` exits 2 with one error line holding every word (no traceback)."""
+    # were the error missed, the run would stop after one step instead of training for minutes
+    cheap = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path)]
+    code, _, err = run_main(["fit", "-c", MQAR, "--wandb", "disabled", *cheap, *args], capsys)
+    assert code == 2
+    for word in words:
+        assert word in err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("seqmix fit: error:")
+
+
 def test_help_lists_every_subcommand(capsys):
     code, out, _ = run_main(["--help"], capsys)
     assert code == 0
@@ -115,13 +126,7 @@ def test_vocab_size_follows_the_data():
     ids=["unknown-mixer", "indivisible-heads", "vocab-too-small", "too-many-pairs", "bad-mixer-option"],
 )
 def test_bad_values_are_one_line_errors_naming_them(args, words, tmp_path, capsys):
-    # were the error missed, the run would stop after one step instead of training for minutes
-    cheap = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path)]
-    code, _, err = run_main(["fit", "-c", MQAR, "--wandb", "disabled", *cheap, *args], capsys)
-    assert code == 2
-    for word in words:
-        assert word in err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("seqmix fit: error:")
+    assert_fit_fails_in_one_line(args, words, tmp_path, capsys)
 
 
 def test_unknown_keys_are_rejected_on_the_command_line_and_in_files(tmp_path, capsys):

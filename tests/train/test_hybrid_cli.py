@@ -12,7 +12,7 @@ from seqmix.train.cli import cli
 from seqmix.train.module import LMTask
 from seqmix.train.tools import evaluate
 
-from .test_cli import CONFIGS, MIXER_CONFIGS, MQAR, run_main
+from .test_cli import CONFIGS, MIXER_CONFIGS, MQAR, assert_fit_fails_in_one_line, run_main
 
 HYBRID = str(CONFIGS / "mixers" / "hybrid.yaml")
 
@@ -53,12 +53,7 @@ def test_bad_patterns_are_one_line_errors(args, yaml_layers, words, tmp_path, ca
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump({"model": {"model": {"layers": yaml_layers}}}))
         args = ["-c", str(path)]
-    cheap = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path)]
-    code, _, err = run_main(["fit", "-c", MQAR, "--wandb", "disabled", *cheap, *args], capsys)
-    assert code == 2
-    for word in words:
-        assert word in err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("seqmix fit: error:")
+    assert_fit_fails_in_one_line(args, words, tmp_path, capsys)
 
 
 @pytest.mark.slow
