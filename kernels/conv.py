@@ -7,19 +7,17 @@ package (with its compiled extension) imports, else `torch`.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .optional import cuda_package
+
 CONV_BACKENDS = ("auto", "torch", "causal_conv1d")
 ACTIVATIONS = (None, "silu")
 
-_HINT = "pip install seqmix[cuda]"
 
 
 def causal_conv1d_torch(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
@@ -43,17 +41,8 @@ def causal_conv1d_update_torch(
 
 def _package_fns(device: torch.device) -> tuple[Callable, Callable]:
     """causal-conv1d's (causal_conv1d_fn, causal_conv1d_update), or RuntimeError saying what is missing."""
-    if importlib.util.find_spec("causal_conv1d") is None:
-        raise RuntimeError(f"conv backend 'causal_conv1d' needs the causal-conv1d package: {_HINT}")
-    if device.type != "cuda":
-        raise RuntimeError(f"conv backend 'causal_conv1d' needs CUDA tensors; got device {device.type}")
-    stub = sys.modules.get("causal_conv1d_cuda")
-    if stub is not None and not hasattr(stub, "causal_conv1d_fwd"):
-        raise RuntimeError("conv backend 'causal_conv1d' needs causal-conv1d's compiled CUDA extension; only a stub is loaded")
-    try:
-        module = importlib.import_module("causal_conv1d")
-    except ImportError as err:
-        raise RuntimeError(f"conv backend 'causal_conv1d' needs causal-conv1d built with CUDA ({err}): {_HINT}") from err
+    module = cuda_package("conv backend 'causal_conv1d'", "causal-conv1d", "causal_conv1d", "causal_conv1d_cuda",
+                          "causal_conv1d_fwd", device)
     return module.causal_conv1d_fn, module.causal_conv1d_update
 
 

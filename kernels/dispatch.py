@@ -5,20 +5,19 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import sys
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .optional import cuda_package
 from .scan_ref import selective_scan_ref
 from .scan_torch import selective_scan_torch
 from .validate import check_scan_inputs
 
 BACKENDS = ("auto", "ref", "torch", "cpu", "triton", "mamba_ssm")
 
-_MAMBA_HINT = "pip install seqmix[cuda]"
 
 
 def _interpret_requested() -> bool:
@@ -27,17 +26,8 @@ def _interpret_requested() -> bool:
 
 def _mamba_ssm_fn(device: torch.device) -> Callable:
     """mamba_ssm's CUDA selective_scan_fn, or RuntimeError saying what is missing."""
-    if importlib.util.find_spec("mamba_ssm") is None:
-        raise RuntimeError(f"backend 'mamba_ssm' needs the mamba-ssm package: {_MAMBA_HINT}")
-    if device.type != "cuda":
-        raise RuntimeError(f"backend 'mamba_ssm' needs CUDA tensors; got device {device.type}")
-    stub = sys.modules.get("selective_scan_cuda")
-    if stub is not None and not hasattr(stub, "fwd"):
-        raise RuntimeError("backend 'mamba_ssm' needs mamba-ssm's compiled CUDA extension; only a CPU stub is loaded")
-    try:
-        module = importlib.import_module("mamba_ssm.ops.selective_scan_interface")
-    except ImportError as err:
-        raise RuntimeError(f"backend 'mamba_ssm' needs mamba-ssm built with CUDA ({err}): {_MAMBA_HINT}") from err
+    module = cuda_package("backend 'mamba_ssm'", "mamba-ssm", "mamba_ssm.ops.selective_scan_interface",
+                          "selective_scan_cuda", "fwd", device)
     return module.selective_scan_fn
 
 
