@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .results import collect, report, write_rows
+from .results import collect, draw, report, write_rows
 from .runner import ReproduceError, ReproductionRunner
 from .spec import SpecError, available, load
 
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         runner.acquire()
         runner.run(force=set(args.rerun))
         write_rows(collect(repro, runner.out), runner.out / "results.csv")
+        for plot in repro.plots:
+            if draw(plot, runner.out) is None:
+                print(f"seqmix reproduce: note: no rows to draw {plot.file} from", file=sys.stderr)
         print(report(repro, runner.out, runner.state))
     except ReproduceError as err:
         print(f"seqmix reproduce: error: {err}", file=sys.stderr)

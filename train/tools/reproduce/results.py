@@ -13,7 +13,7 @@ from typing import Any
 
 from ...io import atomic_write
 from ..sweep.runner import flatten_metrics, read_final_metrics
-from .spec import Claim, Reproduction
+from .spec import Claim, Plot, Reproduction
 
 NOT_MEASURED = "not measured"
 
@@ -110,3 +110,51 @@ def report(repro: Reproduction, out: Path, state: dict[str, Any]) -> str:
     text = "\n".join(lines) + "\n"
     atomic_write(out / "comparison.md", text)
     return text
+
+
+def best_points(rows: list[dict[str, str]], plot: Plot) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """panel -> line -> sorted (x, best y): rows matching `where`, y maximised over everything else (e.g. the lr)."""
+    best: dict[tuple[str, str, float], float] = {}
+    for row in rows:
+        if not all(row.get(k) == v for k, v in plot.where.items()):
+            continue
+        try:
+            x, y = float(row[plot.x]), float(row[plot.y])
+        except (KeyError, ValueError):
+            continue  # a failed run, or a row of another step
+        if not math.isfinite(y):
+            continue
+        key = (row.get(plot.panel, "") if plot.panel else "", row.get(plot.line, ""), x)
+        best[key] = max(y, best.get(key, -math.inf))
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for (panel, line, x), y in sorted(best.items()):
+        out.setdefault(panel, {}).setdefault(line, []).append((x, y))
+    return out
+
+
+def draw(plot: Plot, out: Path) -> Path | None:
+    """Draw one of the reproduction's figures into the run folder; None when no row has both x and y."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = best_points(read_rows(out / plot.table), plot)
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points), 3.6), squeeze=False, sharey=True)
+    for ax, (panel, lines) in zip(axes[0], points.items(), strict=True):
+        for line, xy in lines.items():
+            ax.plot(*zip(*xy, strict=True), marker="o", label=line)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(plot.x)
+        ax.set_title(f"{plot.panel} = {panel}" if plot.panel else "", fontsize=9)
+        ax.grid(alpha=0.3)
+    best = f" (best over {plot.best_over})" if plot.best_over else ""
+    axes[0][0].set_ylabel(plot.y + best)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / plot.file
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -67,6 +67,20 @@ class Results:
 
 
 @dataclass(frozen=True)
+class Plot:
+    """A figure of results rows: y against x, a line per `line`, a panel per `panel`, the best y over `best_over`."""
+
+    file: str  # the figure's name in the run folder
+    table: str  # the CSV it reads, relative to the run folder
+    x: str
+    y: str
+    line: str
+    panel: str | None = None
+    best_over: str | None = None
+    where: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Reproduction:
     """A reproduction's definition, with one preset applied."""
 
@@ -79,6 +93,7 @@ class Reproduction:
     steps: tuple[Step, ...]
     results: tuple[Results, ...]
     claims: tuple[Claim, ...]
+    plots: tuple[Plot, ...]
     raw: dict[str, Any]
 
 
@@ -182,6 +197,23 @@ def _claims(path: Path, raw: Any) -> list[Claim]:
     return claims
 
 
+def _plots(path: Path, raw: Any) -> list[Plot]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise SpecError(f"{path}: plots must be a list")
+    plots = []
+    for i, entry in enumerate(raw):
+        entry = _mapping(f"{path}: plots[{i}]", entry, {"file", "table", "x", "y", "line", "panel", "best_over", "where"})
+        missing = {"file", "table", "x", "y", "line"} - set(entry)
+        if missing:
+            raise SpecError(f"{path}: plots[{i}] lacks {sorted(missing)}")
+        if not str(entry["file"]).endswith(".png"):
+            raise SpecError(f"{path}: plots[{i}].file must be a .png name, got {entry['file']!r}")
+        plots.append(Plot(**{**entry, "where": {str(k): str(v) for k, v in (entry.get("where") or {}).items()}}))
+    return plots
+
+
 def load(folder: Path, preset: str) -> Reproduction:
     """The reproduction in `folder` (its reproduce.yaml) with `preset` applied; a SpecError names what is wrong."""
     path = folder / SPEC_FILE
@@ -191,7 +223,7 @@ def load(folder: Path, preset: str) -> Reproduction:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise SpecError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
-    raw = _mapping(str(path), raw, {"name", "claim", "source", "steps", "presets", "results", "claims"})
+    raw = _mapping(str(path), raw, {"name", "claim", "source", "steps", "presets", "results", "claims", "plots"})
     for key in ("name", "claim", "source"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
             raise SpecError(f"{path}: {key} must be a non-empty string")
@@ -211,7 +243,8 @@ def load(folder: Path, preset: str) -> Reproduction:
             raise SpecError(f"{path}: results[{i}] must name a step and a file, got {entry!r}")
         results.append(Results(entry["step"], entry["file"]))
     return Reproduction(raw["name"], " ".join(raw["claim"].split()), " ".join(raw["source"].split()), folder, preset,
-                        tuple(presets), tuple(steps), tuple(results), tuple(_claims(path, raw.get("claims"))), raw)
+                        tuple(presets), tuple(steps), tuple(results), tuple(_claims(path, raw.get("claims"))),
+                        tuple(_plots(path, raw.get("plots"))), raw)
 
 
 def available(root: Path) -> list[Path]:
