@@ -125,5 +125,5 @@ class ParityDataModule(PermutationDataModule):
         num_workers: int = 0,
     ):
         super().__init__(seq_len, vocab_size, 2, supervise, batch_size, num_train, num_val, num_test, seed, num_workers)
-        del self.hparams["degree"]  # collected from the parent's frame; parity's degree is fixed (and not an option)
+        self.hparams.pop("degree", None)  # may be collected from the parent's frame; parity's degree is not an option
         self.hparams["vocab_size"] = self.vocab_size

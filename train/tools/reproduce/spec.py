@@ -134,11 +134,17 @@ def _steps(path: Path, raw: Any) -> list[Step]:
 
 
 def _apply_preset(path: Path, steps: list[Step], name: str, raw: Any) -> list[Step]:
-    """Append the preset's per-kind arguments, then its per-step ones (`append`), or swap a step's (`replace`)."""
-    preset = _mapping(f"{path}: presets.{name}", raw, {*KINDS, "steps"})
+    """Drop the preset's `skip` steps, append its per-kind arguments, then its per-step ones (`append`), or swap a step's
+    (`replace`)."""
+    preset = _mapping(f"{path}: presets.{name}", raw, {*KINDS, "steps", "skip"})
     per_step = _mapping(f"{path}: presets.{name}.steps", preset.get("steps"), {s.id for s in steps})
+    skip = set(_strings(f"{path}: presets.{name}.skip", preset.get("skip", [])))
+    if skip - {s.id for s in steps}:
+        raise SpecError(f"{path}: presets.{name}.skip names unknown steps {sorted(skip - {s.id for s in steps})}")
     out = []
     for step in steps:
+        if step.id in skip:
+            continue
         change = _mapping(f"{path}: presets.{name}.steps.{step.id}", per_step.get(step.id), {"append", "replace"})
         args = list(step.args)
         if "replace" in change:
