@@ -127,3 +127,12 @@ def test_a_folder_of_another_preset_is_refused(tmp_path):
     (out / "steps.json").write_text(json.dumps({"reproduction": "demo", "preset": "tiny", "steps": {}}))
     with pytest.raises(ReproduceError, match="holds reproduction 'demo' preset 'tiny', not 'demo' 'full'"):
         ReproductionRunner(load(folder, "full"), out, program=STUB).acquire()
+
+
+def test_a_reader_of_a_step_that_reran_in_a_killed_run_is_not_taken_as_done(tmp_path, monkeypatch):
+    folder, out, log = make(tmp_path), tmp_path / "out", tmp_path / "stub.log"
+    assert run_in_subprocess(folder, out, log) == 0
+    make(tmp_path, SPEC.replace("--model.lr=0.2", "--model.lr=0.3"))
+    assert run_in_subprocess(folder, out, log, STUB_KILL_AT="curve") == -9  # train_b reran, then the run was killed
+    assert run_in_subprocess(folder, out, log) == 0
+    assert calls(log) == ["train_a", "train_b", "curve", "other", "train_b", "curve", "curve", "other"]

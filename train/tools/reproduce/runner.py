@@ -113,11 +113,14 @@ class ReproductionRunner:
                     f"--run_name={step.id}", "--ckpt_path=last"]
         return [*self.program, step.kind, *args, "--out", str(where)]
 
-    def is_done(self, step: Step, rerun: set[str]) -> bool:
-        """Finished ok with the same arguments, and nothing it reads was rerun."""
-        record = self.state["steps"].get(step.id) or {}
-        return (record.get("status") == OK and record.get("args") == list(step.args) and step.id not in rerun
-                and not references(step) & rerun)
+    def is_done(self, step: Step) -> bool:
+        """Finished ok with the same arguments, after every step it reads last finished (a reader of a step that
+        reran since, even in a run that was killed before the reader ran, is not done)."""
+        records = self.state["steps"]
+        record = records.get(step.id) or {}
+        if record.get("status") != OK or record.get("args") != list(step.args):
+            return False
+        return all(records.get(ref, {}).get("seq", 0) < record.get("seq", 0) for ref in references(step))
 
     # -- running ---------------------------------------------------------------------------------------------------
     def _reap(self, where: Path) -> None:
@@ -155,27 +158,26 @@ class ReproductionRunner:
     def run(self, force: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
         """Run every step not yet done; returns step id -> ran / skipped. Raises ReproduceError when a step fails."""
         outcome: dict[str, str] = {}
-        rerun: set[str] = set()
         total = len(self.repro.steps)
         for i, step in enumerate(self.repro.steps, 1):
-            if step.id not in force and self.is_done(step, rerun):
+            if step.id not in force and self.is_done(step):
                 self.echo(f"[{i}/{total}] {step.id}: done earlier, skipped")
                 outcome[step.id] = "skipped"
                 continue
             record = self.state["steps"].get(step.id) or {}
-            if record.get("args") not in (None, list(step.args)) or step.id in force or references(step) & rerun:
+            if record.get("args") not in (None, list(step.args)) or step.id in force or record.get("status") == OK:
                 shutil.rmtree(self.step_dir(step.id), ignore_errors=True)  # its inputs changed: start it afresh
             argv = self.render(step)
             self.echo(f"[{i}/{total}] {step.id}: {shlex.join(argv)}")
             code, wall = self._execute(step, argv)
-            self.state["steps"][step.id] = {
+            seq = 1 + max((r.get("seq", 0) for r in self.state["steps"].values()), default=0)
+            self.state["steps"][step.id] = {"seq": seq,
                 "status": OK if code == 0 else FAILED, "kind": step.kind, "args": list(step.args), "command": argv,
                 "shown": shlex.join(["seqmix", *argv[len(self.program):]]),
                 "exit_code": code, "wall_time_s": round(wall, 2),
                 "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             }
             self.save_state()
-            rerun.add(step.id)
             outcome[step.id] = "ran"
             if code != 0:
                 tail = (self.step_dir(step.id) / "log.txt").read_text(errors="replace").splitlines()[-15:]
