@@ -10,7 +10,7 @@ from typing import Any
 
 from .results import collect, draw, report, write_rows
 from .runner import ReproduceError, ReproductionRunner
-from .spec import SpecError, available, load
+from .spec import SpecError, append_args, available, load
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[3] / "experiments" / "reproduce"
 DEFAULT_OUT_ROOT = Path("runs") / "reproduce"
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help=f"run folder (default {DEFAULT_OUT_ROOT}/NAME/PRESET)")
     p.add_argument("--root", type=Path, default=None, help="folder of the reproductions (default experiments/reproduce)")
     p.add_argument("--rerun", nargs="+", default=[], metavar="STEP", help="run these steps again (and what reads them)")
+    p.add_argument("--append", action="append", default=[], metavar="'KIND: ARGS'",
+                   help="append ARGS to every fit, sweep or evaluate step, e.g. --append 'fit: --trainer.max_steps=100' "
+                        "(repeatable); steps whose arguments change rerun (use another --out to keep both)")
     p.add_argument("--dry-run", action="store_true", help="print the steps' commands; run nothing")
     return p
 
@@ -69,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.name not in names:
             raise SpecError(f"unknown reproduction {args.name!r}; choose one of {', '.join(names) or '(none found)'}")
         repro = load(root / args.name, args.preset)
+        for entry in args.append:
+            kind, sep, extra = entry.partition(":")
+            if not sep:
+                raise SpecError(f"--append takes 'KIND: ARGS' (e.g. 'fit: --trainer.max_steps=100'), got {entry!r}")
+            repro = append_args(repro, kind.strip(), extra)
         unknown = set(args.rerun) - {s.id for s in repro.steps}
         if unknown:
             raise SpecError(f"--rerun: unknown steps {sorted(unknown)}; this reproduction's: "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import shlex
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,17 @@ def load(folder: Path, preset: str) -> Reproduction:
     return Reproduction(raw["name"], " ".join(raw["claim"].split()), " ".join(raw["source"].split()), folder, preset,
                         tuple(presets), tuple(steps), tuple(results), tuple(_claims(path, raw.get("claims"))),
                         tuple(_plots(path, raw.get("plots"))), raw)
+
+
+def append_args(repro: Reproduction, kind: str, args: str) -> Reproduction:
+    """The reproduction with `args` (one shell-quoted string) appended to every step of `kind` (fit, sweep, evaluate)."""
+    if kind not in KINDS:
+        raise SpecError(f"--append: unknown step kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if not any(s.kind == kind for s in repro.steps):
+        raise SpecError(f"--append {kind}: {repro.name} (preset {repro.preset}) has no {kind} step")
+    extra = tuple(shlex.split(args))
+    steps = tuple(replace(s, args=s.args + extra) if s.kind == kind else s for s in repro.steps)
+    return replace(repro, steps=steps)
 
 
 def available(root: Path) -> list[Path]:
