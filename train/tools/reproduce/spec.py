@@ -241,14 +241,16 @@ def load(folder: Path, preset: str) -> Reproduction:
         raise SpecError(f"{path}: presets must define at least tiny and full (full: {{}} for the steps as written)")
     if preset not in presets:
         raise SpecError(f"unknown preset {preset!r} for {raw['name']}; choose one of {', '.join(presets)}")
-    steps = _apply_preset(path, _steps(path, raw.get("steps")), preset, presets[preset])
+    written = _steps(path, raw.get("steps"))
+    steps = _apply_preset(path, written, preset, presets[preset])
     _check_placeholders(path, steps)
     results = []
     for i, entry in enumerate(raw.get("results") or []):
         entry = _mapping(f"{path}: results[{i}]", entry, {"step", "file"})
-        if entry.get("step") not in {s.id for s in steps} or not isinstance(entry.get("file"), str):
+        if entry.get("step") not in {s.id for s in written} or not isinstance(entry.get("file"), str):
             raise SpecError(f"{path}: results[{i}] must name a step and a file, got {entry!r}")
-        results.append(Results(entry["step"], entry["file"]))
+        if entry["step"] in {s.id for s in steps}:  # a step the preset skips has no results
+            results.append(Results(entry["step"], entry["file"]))
     return Reproduction(raw["name"], " ".join(raw["claim"].split()), " ".join(raw["source"].split()), folder, preset,
                         tuple(presets), tuple(steps), tuple(results), tuple(_claims(path, raw.get("claims"))),
                         tuple(_plots(path, raw.get("plots"))), raw)
