@@ -165,3 +165,10 @@ def test_append_adds_arguments_to_every_step_of_a_kind(tmp_path, capsys):
     assert "max_steps=7" not in next(line for line in lines if line.startswith("curve:"))
     assert cli.main(["induction", "--dry-run", "--append", "sweep: --x", "--root", str(cli.PACKAGE_ROOT)]) == 2
     assert "induction (preset full) has no sweep step" in capsys.readouterr().err
+
+
+def test_steps_run_in_the_repository_that_holds_the_reproductions(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.repository(cli.PACKAGE_ROOT) == cli.PACKAGE_ROOT.parents[1]
+    assert (cli.repository(cli.PACKAGE_ROOT) / "experiments" / "configs" / "induction.yaml").is_file()
+    assert cli.repository(tmp_path / "elsewhere") == tmp_path

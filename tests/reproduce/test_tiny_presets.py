@@ -15,9 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", available(cli.PACKAGE_ROOT), ids=lambda p: p.name)
 def test_the_tiny_preset_runs_and_writes_results_and_the_comparison(folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(REPO)  # the steps name configs relative to the repository root
+    monkeypatch.chdir(tmp_path)  # from anywhere: the steps run in the repository holding the reproductions
     out = tmp_path / "out"
-    assert cli.main([folder.name, "--preset", "tiny", "--out", str(out)]) == 0, capsys.readouterr().err[-3000:]
+    args = [folder.name, "--preset", "tiny", "--out", str(out), "--root", str(REPO / "experiments" / "reproduce")]
+    assert cli.main(args) == 0, capsys.readouterr().err[-3000:]
     repro = load(folder, "tiny")
     state = json.loads((out / "steps.json").read_text())
     assert [s.id for s in repro.steps] == list(state["steps"]) and all(s["status"] == "ok" for s in state["steps"].values())
@@ -28,5 +29,5 @@ def test_the_tiny_preset_runs_and_writes_results_and_the_comparison(folder, tmp_
     assert all(c.what in comparison for c in repro.claims) and "smoke run" in comparison
     for plot in repro.plots:
         assert (out / plot.file).stat().st_size > 0
-    assert cli.main([folder.name, "--preset", "tiny", "--out", str(out)]) == 0  # a rerun repeats nothing
+    assert cli.main(args) == 0  # a rerun repeats nothing
     assert capsys.readouterr().out.count("done earlier, skipped") >= len(repro.steps)

@@ -22,6 +22,13 @@ def default_root() -> Path:
     return here if here.is_dir() else PACKAGE_ROOT
 
 
+def repository(root: Path) -> Path:
+    """Where the steps run: the repository holding root (<repo>/experiments/reproduce), else the working directory;
+    the steps name configs relative to it (experiments/configs/...)."""
+    resolved = root.resolve()
+    return resolved.parents[1] if resolved.parts[-2:] == ("experiments", "reproduce") else Path.cwd()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of `seqmix reproduce`."""
     p = argparse.ArgumentParser(
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seqmix reproduce: error: {err}", file=sys.stderr)
         return 2
     out = args.out if args.out is not None else DEFAULT_OUT_ROOT / repro.name / repro.preset
-    runner = ReproductionRunner(repro, out)
+    runner = ReproductionRunner(repro, out, cwd=repository(root))
     if args.dry_run:
         for step in repro.steps:
             print(f"{step.id}: {' '.join(['seqmix', *runner.render(step, resolve_checkpoints=False)[len(runner.program):]])}")
