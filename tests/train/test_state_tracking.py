@@ -60,11 +60,16 @@ def test_parity_labels_are_the_sum_of_the_bits_mod_2():
     assert 0.3 < batch["labels"][:, -1].float().mean() < 0.7  # the answer is balanced
 
 
-def test_parity_hyperparameters_rebuild_the_task():
+@pytest.mark.parametrize("name,options", [("parity", {}), ("permutation", {"degree": 4, "supervise": "all"})])
+def test_saved_hyperparameters_rebuild_the_task_for_seqmix_evaluate(name, options):
     """`seqmix evaluate` rebuilds a task from its saved hyperparameters: parity's must not carry the parent's degree."""
-    dm = get_task("parity")(seq_len=10, num_train=8, num_val=4, num_test=4)
-    again = get_task("parity")(**{k: v for k, v in dm.hparams.items() if not k.startswith("_")})
-    assert again.vocab_size == 3 and again.seq_len == 10
+    from seqmix.train.tools.evaluate.tasks import build_task
+
+    dm = get_task(name)(seq_len=10, num_train=8, num_val=4, num_test=4, **options)
+    task = build_task(name, dict(dm.hparams), dm.vocab_size)
+    assert task.datamodule.vocab_size == dm.vocab_size and task.train_len == 10 and task.chance == dm.chance_accuracy
+    longer = task.sample(4, 40, None, seed=0)
+    assert longer["input_ids"].shape == (4, 40) and (longer["input_ids"][:, -1] == dm.query).all()
 
 
 @pytest.mark.parametrize("options,message", [
