@@ -170,9 +170,10 @@ class ReproductionRunner:
             argv = self.render(step)
             self.echo(f"[{i}/{total}] {step.id}: {shlex.join(argv)}")
             code, wall = self._execute(step, argv)
+            # finish order: a step is stale when a step it reads finished after it (see is_done)
             seq = 1 + max((r.get("seq", 0) for r in self.state["steps"].values()), default=0)
-            self.state["steps"][step.id] = {"seq": seq,
-                "status": OK if code == 0 else FAILED, "kind": step.kind, "args": list(step.args), "command": argv,
+            self.state["steps"][step.id] = {
+                "seq": seq, "status": OK if code == 0 else FAILED, "kind": step.kind, "args": list(step.args), "command": argv,
                 "shown": shlex.join(["seqmix", *argv[len(self.program):]]),
                 "exit_code": code, "wall_time_s": round(wall, 2),
                 "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
