@@ -1,4 +1,8 @@
-"""The Mamba-1 block (Gu & Dao 2023): gated selective state-space model with a short causal convolution."""
+"""The Mamba-1 block (Gu & Dao 2023): gated selective state-space model with a short causal convolution.
+
+`selective=False` is the Mamba paper's selectivity ablation (its Table 1 "S4" layer inside the Mamba block, and the
+ablations of its section 4.6 / Table 7): Δ, B and C become learned input-independent parameters, so the SSM is linear
+time-invariant like S4D, while the rest of the block (conv, gate, projections) stays as it is."""
 
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class Mamba(Mixer):
         bias: bool = False,
         scan_backend: str = "auto",
         conv_backend: str = "auto",
+        selective: bool = True,
     ):
         super().__init__()
         for field, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
@@ -46,7 +51,10 @@ class Mamba(Mixer):
         if conv_backend not in kernels.CONV_BACKENDS:
             choices = ", ".join(kernels.CONV_BACKENDS)
             raise ValueError(f"mamba: unknown conv_backend {conv_backend!r}; choose one of {choices}")
+        if not isinstance(selective, bool):
+            raise ValueError(f"mamba: selective must be True or False, got {selective!r}")
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.selective = selective
         self.d_inner = expand * d_model
         self.dt_rank = dt_rank if dt_rank is not None else math.ceil(d_model / 16)
         self.scan_backend, self.conv_backend = scan_backend, conv_backend
@@ -54,28 +62,48 @@ class Mamba(Mixer):
 
         self.in_proj = nn.Linear(d_model, 2 * di, bias=bias)
         self.conv1d = nn.Conv1d(di, di, d_conv, groups=di, padding=d_conv - 1, bias=conv_bias)
-        self.x_proj = nn.Linear(di, self.dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, di, bias=True)
+        if selective:
+            self.x_proj = nn.Linear(di, self.dt_rank + 2 * d_state, bias=False)
+            self.dt_proj = nn.Linear(self.dt_rank, di, bias=True)
+            # dt_proj keeps the variance of dt at init
+            std = self.dt_rank**-0.5
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+            dt_bias = self.dt_proj.bias
+        else:
+            # LTI: per-channel B and C (like S4D's), B = 1 and C ~ N(0, 1/N) at init; Δ = softplus(dt_bias) alone
+            self.B_lti = nn.Parameter(torch.ones(di, d_state))
+            self.C_lti = nn.Parameter(torch.randn(di, d_state) * d_state**-0.5)
+            self.dt_bias = dt_bias = nn.Parameter(torch.empty(di))
         self.out_proj = nn.Linear(di, d_model, bias=bias)
 
-        # dt_proj keeps the variance of dt at init; its bias is softplus^-1 of dt ~ LogUniform[dt_min, dt_max]
-        std = self.dt_rank**-0.5
-        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        # the dt bias is softplus^-1 of dt ~ LogUniform[dt_min, dt_max]
         dt = torch.exp(torch.rand(di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_init_floor)
         with torch.no_grad():
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         # S4D-real: A = -(1, 2, ..., N) for every channel, stored as log in fp32
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(di, 1))
         self.D = nn.Parameter(torch.ones(di))
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True
 
+    @property
+    def delta_bias(self) -> Tensor:
+        """The bias added to Δ before its softplus (di,)."""
+        return self.dt_proj.bias if self.selective else self.dt_bias
+
     def _ssm_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Post-conv activations x (B, di, L) -> delta (B, di, L), A (di, N), B and C (B, N, L)."""
+        """Post-conv activations x (B, di, L) -> delta (B, di, L), A (di, N), B and C (B, N, L), or (B, di, N, L) when
+        not selective (one group per channel)."""
+        A = -torch.exp(self.A_log.float())
+        if not self.selective:
+            batch, di, length = x.shape
+            delta = x.new_zeros(batch, di, length)  # Δ = softplus(0 + dt_bias): the same at every position
+            B = self.B_lti.to(x.dtype)[None, :, :, None].expand(batch, di, self.d_state, length)  # (B, di, N, L)
+            C = self.C_lti.to(x.dtype)[None, :, :, None].expand(batch, di, self.d_state, length)
+            return delta, A, B, C
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
-        A = -torch.exp(self.A_log.float())
         return delta, A, B.transpose(1, 2), C.transpose(1, 2)  # (B, N, L) views: each scan backend lays them out
 
     def _mix(self, hidden: Tensor, return_state: bool) -> tuple[Tensor, State | None]:
@@ -86,7 +114,7 @@ class Mamba(Mixer):
         x = kernels.causal_conv1d(x, self.conv1d.weight[:, 0], self.conv1d.bias, "silu", backend=self.conv_backend)
         delta, A, B, C = self._ssm_inputs(x)
         out = kernels.selective_scan(
-            x, delta, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
+            x, delta, A, B, C, self.D.float(), z=z, delta_bias=self.delta_bias.float(),
             delta_softplus=True, return_last_state=return_state, backend=self.scan_backend,
         )
         if not return_state:
@@ -120,7 +148,7 @@ class Mamba(Mixer):
         delta, A, B, C = self._ssm_inputs(xc[..., None])
         y = kernels.selective_state_update(
             state["ssm"], xc, delta[..., 0], A, B[..., 0], C[..., 0], self.D.float(), z=z,
-            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            delta_bias=self.delta_bias.float(), delta_softplus=True,
         )
         return self.out_proj(y.to(x.dtype)), state
 
@@ -130,15 +158,16 @@ class Mamba(Mixer):
         return (
             d * 2 * di + (2 * di if bias else 0)  # in_proj
             + di * k + (di if self.conv1d.bias is not None else 0)  # depthwise conv
-            + di * (r + 2 * n)  # x_proj
-            + r * di + di  # dt_proj
+            + (di * (r + 2 * n) + r * di if self.selective else 2 * di * n)  # x_proj and dt_proj.weight, or B and C
+            + di  # the dt bias
             + di * n + di  # A_log, D
             + di * d + (d if bias else 0)  # out_proj
         )
 
     def flops_per_token(self, seq_len: int) -> float:
         d, di, n, r, k = self.d_model, self.d_inner, self.d_state, self.dt_rank, self.d_conv
-        matmuls = 2 * (d * 2 * di + di * (r + 2 * n) + r * di + di * d)
+        projections = di * (r + 2 * n) + r * di if self.selective else 0
+        matmuls = 2 * (d * 2 * di + projections + di * d)
         conv = 2 * di * k * (seq_len + k - 1) / max(seq_len, 1)  # the padded conv also computes k-1 discarded outputs
         # per (channel, state): dt*A, exp, dt*B*u (2), the decay-and-add (2), C*h and its sum (2)
         scan = 8 * di * n

@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "evaluate": "seqmix.train.tools.evaluate.cli:main",
     "sweep": "seqmix.train.tools.sweep.main:main",
     "compare": "seqmix.train.tools.compare:main",
+    "reproduce": "seqmix.train.tools.reproduce.cli:main",
 }
 """Tools: name -> "module:function", imported only when run; every one is `main(argv: list[str]) -> int`."""
 
@@ -26,6 +27,7 @@ DESCRIPTIONS = {
     "evaluate": "sweep trained checkpoints over context length (x needle depth): extrapolation curves, heatmaps",
     "sweep": "run a W&B sweep file (grid / random) locally, no W&B server needed",
     "compare": "train every mixer at one matched size on MQAR, benchmark them, write one report",
+    "reproduce": "re-run a published finding (seqmix reproduce --list), our numbers beside the paper's",
 }
 
 

@@ -45,6 +45,7 @@ VARIANTS = {
     "linear_attention_identity": ("linear_attention", {"feature_map": "identity", "normalize": False}),
     "linear_attention_relu_chunk5": ("linear_attention", {"feature_map": "relu", "chunk_size": 5}),
     "mamba_dstate1_conv2": ("mamba", {"d_state": 1, "d_conv": 2, "expand": 1}),
+    "mamba_lti": ("mamba", {"selective": False, "d_state": 4}),
     "mamba2_groups2_chunk5": ("mamba2", {"d_state": 8, "ngroups": 2, "chunk_size": 5}),
     "mamba2_mlp_half_silu_gate": ("mamba2", {"d_state": 4, "d_ssm": 8, "rmsnorm": False, "bias": True}),
     "mamba2_dhdim_normfirst_dtlimit_conv1": (

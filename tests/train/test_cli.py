@@ -49,7 +49,8 @@ def test_help_lists_every_subcommand(capsys):
     for name in (*TRAINER_SUBCOMMANDS, *SUBCOMMANDS):
         assert f"\n  {name} " in out
     assert SUBCOMMANDS == {"bench": "seqmix.train.tools.bench.cli:main", "evaluate": "seqmix.train.tools.evaluate.cli:main",
-                           "sweep": "seqmix.train.tools.sweep.main:main", "compare": "seqmix.train.tools.compare:main"}
+                           "sweep": "seqmix.train.tools.sweep.main:main", "compare": "seqmix.train.tools.compare:main",
+                           "reproduce": "seqmix.train.tools.reproduce.cli:main"}
 
 
 def test_unknown_command_is_named(capsys):

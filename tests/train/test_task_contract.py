@@ -20,6 +20,8 @@ CASES = {
                           num_train=60, num_val=12, num_test=10), 3),
     "induction": (dict(seq_len=12, vocab_size=8, num_train=60, num_val=12, num_test=10), 1),
     "selective_copying": (dict(seq_len=16, vocab_size=8, num_tokens=3, num_train=60, num_val=12, num_test=10), 3),
+    "parity": (dict(seq_len=12, num_train=60, num_val=12, num_test=10), 1),
+    "permutation": (dict(seq_len=6, degree=3, num_train=60, num_val=12, num_test=10), 1),
 }
 SIZES = {"train": 60, "val": 12, "test": 10}
 
