@@ -71,7 +71,8 @@ def test_fit_a_hybrid_then_reload_and_evaluate_its_checkpoint(tmp_path, capsys):
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     hparams = torch.load(ckpt, weights_only=True)["hyper_parameters"]  # plain data: no pickled factories
     assert hparams["model"]["layers"][3] == {"class_path": "seqmix.archs.attention.Attention",
-                                             "init_args": {"n_heads": 2, "rope": True, "impl": "sdpa"}}
+                                             "init_args": {"n_heads": 2, "n_kv_heads": None, "position": "rope",
+                                                           "rope_base": 10000.0, "impl": "sdpa"}}
     restored = LMTask.load_from_checkpoint(ckpt)
     assert [m.name for m in restored.model.mixers] == ["mamba"] * 3 + ["attention"]
 
