@@ -65,9 +65,6 @@ class Mamba(Mixer):
         if selective:
             self.x_proj = nn.Linear(di, self.dt_rank + 2 * d_state, bias=False)
             self.dt_proj = nn.Linear(self.dt_rank, di, bias=True)
-            # dt_proj keeps the variance of dt at init
-            std = self.dt_rank**-0.5
-            nn.init.uniform_(self.dt_proj.weight, -std, std)
             dt_bias = self.dt_proj.bias
         else:
             # LTI: per-channel B and C (like S4D's), B = 1 and C ~ N(0, 1/N) at init; Δ = softplus(dt_bias) alone
@@ -75,6 +72,9 @@ class Mamba(Mixer):
             self.C_lti = nn.Parameter(torch.randn(di, d_state) * d_state**-0.5)
             self.dt_bias = dt_bias = nn.Parameter(torch.empty(di))
         self.out_proj = nn.Linear(di, d_model, bias=bias)
+        if selective:  # after every layer is built, so a seed draws the same weights as before the LTI option
+            std = self.dt_rank**-0.5  # dt_proj keeps the variance of dt at init
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
 
         # the dt bias is softplus^-1 of dt ~ LogUniform[dt_min, dt_max]
         dt = torch.exp(torch.rand(di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
