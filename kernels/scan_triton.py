@@ -18,7 +18,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .groups import as_grouped, groups_of
+from .groups import as_grouped
+from .scan_inputs import ScanInputs
+from .scan_ref import selective_scan_ref
 
 # Whether the kernels below run in Triton's CPU interpreter; fixed when they are decorated, i.e. at import.
 _knobs = getattr(triton, "knobs", None)
@@ -242,109 +244,84 @@ def bwd_meta(H: int, N: int, blocks: tuple[int | None, int | None] = (None, None
     return dict(BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN, num_warps=BWD_WARPS)
 
 
+def _features(x: ScanInputs) -> dict[str, bool]:
+    """The constexpr switches both kernels compile for: which optional inputs there are, and the softplus."""
+    return dict(HAS_D=x.D is not None, HAS_Z=x.z is not None, HAS_BIAS=x.delta_bias is not None, SOFTPLUS=x.delta_softplus)
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, blocks):
-        batch, dim, length = u.shape
-        G, N = groups_of(B, C), A.shape[1]
+    def forward(ctx, blocks, *fields):  # fields: ScanInputs' own, each tensor its own argument for autograd
+        x = ScanInputs(*fields)
+        batch, dim, length = x.u.shape
+        G, N = x.groups, x.A.shape[1]
         H = dim // G
-        u_, dt_ = u.contiguous(), delta.contiguous()
-        B_ = as_grouped(B, G).contiguous()
-        C_ = as_grouped(C, G).contiguous()
-        A_ = A.contiguous()
-        z_ = z.contiguous() if z is not None else None
-        D_ = D.contiguous() if D is not None else None
-        bias_ = delta_bias.contiguous() if delta_bias is not None else None
+        u_, dt_ = x.u.contiguous(), x.delta.contiguous()
+        B_ = as_grouped(x.B, G).contiguous()
+        C_ = as_grouped(x.C, G).contiguous()
+        A_ = x.A.contiguous()
+        z_ = x.z.contiguous() if x.z is not None else None
+        D_ = x.D.contiguous() if x.D is not None else None
+        bias_ = x.delta_bias.contiguous() if x.delta_bias is not None else None
         meta = fwd_meta(H, N, blocks)
         n_chunks = triton.cdiv(length, meta["BLOCK_L"])
         out = torch.empty_like(u_)
-        starts = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
-        last = u.new_empty(batch, dim, N, dtype=torch.float32)
+        starts = x.u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
+        last = x.u.new_empty(batch, dim, N, dtype=torch.float32)
         grid = (batch, G, triton.cdiv(H, meta["BLOCK_H"]))
         _fwd_kernel[grid](
             u_, dt_, A_, B_, C_, D_, z_, bias_, out, starts, last,
             length, H, G, N, n_chunks,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            **meta,
+            **_features(x), **meta,
         )  # fmt: skip
-        ctx.save_for_backward(u_, dt_, A_, B, C, D_, z_, bias_, starts)
-        ctx.delta_softplus, ctx.blocks = delta_softplus, blocks
+        ctx.save_for_backward(u_, dt_, A_, x.B, x.C, D_, z_, bias_, starts)
+        ctx.delta_softplus, ctx.blocks = x.delta_softplus, blocks
         ctx.set_materialize_grads(False)
         return out, last
 
     @staticmethod
     def backward(ctx, gout, glast):
-        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
-        batch, dim, length = u.shape
-        G, N = groups_of(B, C), A.shape[1]
+        *tensors, starts = ctx.saved_tensors
+        x = ScanInputs(*tensors, ctx.delta_softplus)
+        batch, dim, length = x.u.shape
+        G, N = x.groups, x.A.shape[1]
         H = dim // G
         meta = bwd_meta(H, N, ctx.blocks)
         n_chunks, n_hblocks = starts.shape[2], triton.cdiv(H, meta["BLOCK_H"])
-        B_ = as_grouped(B, G).contiguous()
-        C_ = as_grouped(C, G).contiguous()
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
-        f32 = dict(device=u.device, dtype=torch.float32)
+        B_ = as_grouped(x.B, G).contiguous()
+        C_ = as_grouped(x.C, G).contiguous()
+        du, ddelta = torch.empty_like(x.u), torch.empty_like(x.delta)
+        dz = torch.empty_like(x.z) if x.z is not None else None
+        f32 = dict(device=x.u.device, dtype=torch.float32)
         dA = torch.empty(batch, dim, N, **f32)
         dB = torch.empty(batch, G, n_hblocks, N, length, **f32)
         dC = torch.empty(batch, G, n_hblocks, N, length, **f32)
         dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
         grid = (batch, G, n_hblocks)
         _bwd_kernel[grid](
-            u, delta, A, B_, C_, D, z, delta_bias, starts,
+            x.u, x.delta, x.A, B_, C_, x.D, x.z, x.delta_bias, starts,
             gout.contiguous() if gout is not None else None,
             glast.float().contiguous() if glast is not None else None,
             du, ddelta, dz, dA, dB, dC, dD, dbias,
             length, H, G, N, n_chunks, n_hblocks,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
-            HAS_GOUT=gout is not None, HAS_GLAST=glast is not None,
+            **_features(x), HAS_GOUT=gout is not None, HAS_GLAST=glast is not None,
             **meta,
         )  # fmt: skip
-        dB, dC = dB.sum(2), dC.sum(2)
-        if B.dim() == 3:
-            dB = dB.sum(1)
-        if C.dim() == 3:
-            dC = dC.sum(1)
-        return (
-            du,
-            ddelta,
-            dA.sum(0).to(A.dtype),
-            dB.to(B.dtype),
-            dC.to(C.dtype),
-            dD.sum(0).to(D.dtype) if D is not None else None,
-            dz,
-            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
-            None,
-            None,
-        )
+        return None, *x.gradients(du, ddelta, dA.sum(0), dB.sum(2), dC.sum(2), dD.sum(0), dz, dbias.sum(0))
 
 
 def selective_scan_triton(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-    block_l: int | None = None,
-    block_h: int | None = None,
+    x: ScanInputs, block_l: int | None = None, block_h: int | None = None
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan with Triton forward and backward kernels (fp32 state, output in u's dtype)."""
-    if u.device.type == "cpu" and not INTERPRETED:
+    if x.u.device.type == "cpu" and not INTERPRETED:
         raise RuntimeError(
             "backend 'triton' needs CUDA tensors or TRITON_INTERPRET=1 set before kernels.scan_triton is first "
             "imported; got device cpu"
         )
-    if u.shape[-1] == 0:
-        from .scan_ref import selective_scan_ref
-
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    out, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (block_h, block_l))
-    return (out, last) if return_last_state else out
+    if x.u.shape[-1] == 0:
+        return selective_scan_ref(x)
+    return x.output(*_SelectiveScanTriton.apply((block_h, block_l), *x))
 
 
 def aot_launches(d_state: int) -> list:
