@@ -4,12 +4,14 @@ from .conv import CONV_BACKENDS, causal_conv1d, causal_conv1d_step, resolve_conv
 from .delta_rule import delta_rule, delta_rule_reference, delta_rule_step
 from .dispatch import BACKENDS, available_backends, resolve_backend, selective_scan
 from .gated_linear_attention import gated_linear_attention, gla_reference, gla_step
+from .scan_inputs import ScanInputs
 from .scan_ref import selective_scan_ref
 from .state_update import selective_state_update
 
 __all__ = [
     "BACKENDS",
     "CONV_BACKENDS",
+    "ScanInputs",
     "causal_conv1d",
     "causal_conv1d_step",
     "resolve_conv_backend",

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 
 from .optional import cuda_package
+from .scan_inputs import ScanInputs
 from .scan_ref import selective_scan_ref
 from .scan_torch import selective_scan_torch
-from .validate import check_scan_inputs
 
 BACKENDS = ("auto", "ref", "torch", "cpu", "triton", "mamba_ssm")
 
@@ -120,18 +120,18 @@ def selective_scan(
     return_last_state: bool = False,
     backend: str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan with mamba_ssm's `selective_scan_fn` semantics: u, delta, z (B, D, L); A (D, N); B, C (B, [G,] N, L)."""
+    """Selective scan with mamba_ssm's `selective_scan_fn` semantics (the arguments: `ScanInputs`) by `backend`."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    x = ScanInputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    x.check()
     name = resolve_backend(backend, u.device)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == "ref":
-        return selective_scan_ref(*args)
+        return selective_scan_ref(x)
     if name == "torch":
-        return selective_scan_torch(*args)
+        return selective_scan_torch(x)
     if name == "cpu":
-        return _cpu_fn(u.device)(*args)
+        return _cpu_fn(u.device)(x)
     if name == "triton":
-        return _triton_fn(u.device)(*args)
-    return _mamba_ssm_fn(u.device)(*args)
+        return _triton_fn(u.device)(x)
+    return _mamba_ssm_fn(u.device)(*x)  # mamba_ssm's own function takes the arguments unpacked

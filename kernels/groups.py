@@ -27,3 +27,8 @@ def per_channel(M: Tensor, dim: int, grouped: bool) -> Tensor:
     if not grouped:
         return M.unsqueeze(1).expand(M.shape[0], dim, *M.shape[1:])  # (batch, dim, N, ...) view
     return M.repeat_interleave(dim // M.shape[1], dim=1)  # channel c reads group c // (dim / G)
+
+
+def ungrouped(dM: Tensor, M: Tensor) -> Tensor:
+    """The gradient of `as_grouped(M, G)` (batch, G, N, L) back in M's shape: summed over G when M is (batch, N, L)."""
+    return dM.sum(1) if M.dim() == 3 else dM

@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .groups import as_grouped, groups_of
+from .groups import as_grouped
+from .scan_inputs import ScanInputs
+from .scan_ref import selective_scan_ref
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "scan_cpu.c")
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
@@ -98,52 +100,49 @@ def _time_major(M: Tensor, G: int) -> Tensor:
     return as_grouped(M.detach(), G).float().transpose(-1, -2).contiguous()
 
 
-def _discretise(delta: Tensor, delta_bias: Tensor | None, softplus: bool) -> tuple[Tensor, Tensor]:
-    """(dt_raw, dt) in fp32: delta plus bias, then softplus when asked."""
-    dt_raw = delta.float() + delta_bias.float()[:, None] if delta_bias is not None else delta.float()
-    return dt_raw, (F.softplus(dt_raw) if softplus else dt_raw).contiguous()
-
-
 class _SelectiveScanCPU(torch.autograd.Function):
     """The recurrence in C; bias, softplus, the D skip and the z gate as a few elementwise PyTorch ops around it."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, *fields):  # fields: ScanInputs' own, each tensor its own argument for autograd
+        x = ScanInputs(*fields)
         lib = library()
-        batch, dim, length = u.shape
-        G, N = groups_of(B, C), A.shape[1]
-        _, dt = _discretise(delta, delta_bias, delta_softplus)
-        uf, Af = _f32(u), _f32(A)
+        batch, dim, length = x.u.shape
+        G, N = x.groups, x.A.shape[1]
+        dt = x.discretised()[1].contiguous()
+        uf, Af = _f32(x.u), _f32(x.A)
         y = torch.empty(batch, dim, length, dtype=torch.float32)
         last = torch.empty(batch, dim, N, dtype=torch.float32)
-        Bt, Ct = _time_major(B, G), _time_major(C, G)  # bound to names: the C call must not outlive them
+        Bt, Ct = _time_major(x.B, G), _time_major(x.C, G)  # bound to names: the C call must not outlive them
         lib.seqmix_scan_fwd(
             *map(_ptr, (dt, uf, Af, Bt, Ct, y, last)),
             batch, dim, G, length, N, torch.get_num_threads(),
         )  # fmt: skip
-        if D is not None:
-            y.addcmul_(uf, D.float()[:, None])
-        out = y * F.silu(z.float()) if z is not None else y
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, y if z is not None else None)
-        ctx.delta_softplus = delta_softplus
+        if x.D is not None:
+            y.addcmul_(uf, x.channelwise(x.D))
+        out = y * F.silu(x.z.float()) if x.z is not None else y
+        ctx.save_for_backward(*x.tensors, y if x.z is not None else None)
+        ctx.delta_softplus = x.delta_softplus
         ctx.set_materialize_grads(False)
-        return out.to(u.dtype), last
+        return out.to(x.u.dtype), last
 
     @staticmethod
     def backward(ctx, gout, glast):
-        u, delta, A, B, C, D, z, delta_bias, y = ctx.saved_tensors
+        *tensors, y = ctx.saved_tensors
+        x = ScanInputs(*tensors, ctx.delta_softplus)
         lib = library()
-        batch, dim, length = u.shape
-        G, N = groups_of(B, C), A.shape[1]
+        batch, dim, length = x.u.shape
+        G, N = x.groups, x.A.shape[1]
         H, threads = dim // G, torch.get_num_threads()
         # Channel blocks per (batch, group): enough work items for every thread, each with its own dB / dC partial.
         nblk = max(1, min(H, -(-4 * threads // (batch * G)))) if threads > 1 else 1
-        dt_raw, dt = _discretise(delta, delta_bias, ctx.delta_softplus)
-        uf = _f32(u)
+        dt_raw, dt = x.discretised()
+        dt = dt.contiguous()
+        uf = _f32(x.u)
         g_out = gout.float() if gout is not None else uf.new_zeros(uf.shape)
         dz = None
-        if z is not None:
-            zf = z.float()
+        if x.z is not None:
+            zf = x.z.float()
             sig = torch.sigmoid(zf)
             dz = g_out * y * sig * (1 + zf * (1 - sig))  # d silu(z)/dz = sig * (1 + z * (1 - sig))
             gy = (g_out * zf * sig).contiguous()
@@ -153,57 +152,30 @@ class _SelectiveScanCPU(torch.autograd.Function):
         du, ddt = torch.empty(batch, dim, length, **f32), torch.empty(batch, dim, length, **f32)
         dA = torch.empty(batch, dim, N, **f32)
         dB, dC = torch.empty(batch, G, nblk, length, N, **f32), torch.empty(batch, G, nblk, length, N, **f32)
-        Af, Bt, Ct, gl = _f32(A), _time_major(B, G), _time_major(C, G), _f32(glast)
+        Af, Bt, Ct, gl = _f32(x.A), _time_major(x.B, G), _time_major(x.C, G), _f32(glast)
         lib.seqmix_scan_bwd(
             *map(_ptr, (dt, uf, Af, Bt, Ct, gy, gl)),
             *map(_ptr, (du, ddt, dA, dB, dC)),
             batch, dim, G, length, N, nblk, threads,
         )  # fmt: skip
-        dB, dC = dB.sum(2).transpose(-1, -2), dC.sum(2).transpose(-1, -2)  # (batch, G, N, L)
-        if B.dim() == 3:
-            dB = dB.sum(1)
-        if C.dim() == 3:
-            dC = dC.sum(1)
         dD = None
-        if D is not None:
-            du.addcmul_(gy, D.float()[:, None])
-            dD = (gy * uf).sum((0, 2)).to(D.dtype)
+        if x.D is not None:
+            du.addcmul_(gy, x.channelwise(x.D))
+            dD = (gy * uf).sum((0, 2))
         if ctx.delta_softplus:
             ddt.mul_(torch.sigmoid(dt_raw))
-        return (
-            du.to(u.dtype),
-            ddt.to(delta.dtype),
-            dA.sum(0).to(A.dtype),
-            dB.to(B.dtype),
-            dC.to(C.dtype),
-            dD,
-            dz.to(z.dtype) if dz is not None else None,
-            ddt.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None,
-            None,
-        )
+        dbias = ddt.sum((0, 2)) if x.delta_bias is not None else None
+        dB, dC = dB.sum(2).transpose(-1, -2), dC.sum(2).transpose(-1, -2)  # (batch, G, N, L)
+        return x.gradients(du, ddt, dA.sum(0), dB, dC, dD, dz, dbias)
 
 
-def selective_scan_cpu(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+def selective_scan_cpu(x: ScanInputs) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan by the fused C loop (fp32 state and arithmetic, output in u's dtype); CPU tensors only."""
-    if u.device.type != "cpu":
-        raise RuntimeError(f"backend 'cpu' needs CPU tensors; got device {u.device.type}")
+    if x.u.device.type != "cpu":
+        raise RuntimeError(f"backend 'cpu' needs CPU tensors; got device {x.u.device.type}")
     if library() is None:
         raise RuntimeError(f"backend 'cpu' is unavailable: {why_unavailable()}")
-    if u.shape[-1] == 0:
-        from .scan_ref import selective_scan_ref
-
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if x.u.shape[-1] == 0:
+        return selective_scan_ref(x)
     with torch.autocast("cpu", enabled=False):
-        out, last = _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return (out, last) if return_last_state else out
+        return x.output(*_SelectiveScanCPU.apply(*x))

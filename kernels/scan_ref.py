@@ -6,40 +6,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .groups import per_channel
+from .scan_inputs import ScanInputs
 
 
-def selective_scan_ref(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t, y_t = C_t h_t (+ D u_t, * silu(z_t)), one step at a time."""
-    dtype_in = u.dtype
-    u, delta, A = u.float(), delta.float(), A.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias.float()[..., None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+def advance(h: Tensor, dt: Tensor, u: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+    """One step in fp32: h' = exp(dt A) h + dt u B and y = C h', for h, B, C (batch, dim, N), dt, u (batch, dim)."""
+    h = torch.exp(dt[..., None] * A) * h + (dt * u)[..., None] * B
+    return h, (h * C).sum(-1)
+
+
+def skip_and_gate(x: ScanInputs, y: Tensor, u: Tensor) -> Tensor:
+    """y + D u, times silu(z), for the fields x has; u in fp32."""
+    if x.D is not None:
+        y = y + u * x.channelwise(x.D)
+    if x.z is not None:
+        y = y * F.silu(x.z.float())
+    return y
+
+
+def selective_scan_ref(x: ScanInputs) -> Tensor | tuple[Tensor, Tensor]:
+    """The scan one `advance` at a time, in fp32; the output in u's dtype."""
+    _, dt = x.discretised()
+    u, A = x.u.float(), x.A.float()
     batch, d, length = u.shape
-    Bx, Cx = per_channel(B.float(), d, B.dim() == 4), per_channel(C.float(), d, C.dim() == 4)  # (B, D, N, L)
+    Bx, Cx = x.per_channel(x.B), x.per_channel(x.C)  # (B, D, N, L)
     h = u.new_zeros(batch, d, A.shape[1])
     ys = []
     for t in range(length):
-        dA = torch.exp(delta[:, :, t, None] * A)
-        h = dA * h + (delta[:, :, t] * u[:, :, t])[..., None] * Bx[..., t]
-        ys.append((h * Cx[..., t]).sum(-1))
+        h, y = advance(h, dt[:, :, t], u[:, :, t], A, Bx[..., t], Cx[..., t])
+        ys.append(y)
     y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, d, 0)
-    if D is not None:
-        y = y + u * D.float()[..., None]
-    if z is not None:
-        y = y * F.silu(z.float())
-    y = y.to(dtype_in)
-    return (y, h) if return_last_state else y
+    return x.output(skip_and_gate(x, y, u).to(x.u.dtype), h)

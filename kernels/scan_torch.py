@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .groups import as_grouped, groups_of
+from .groups import as_grouped
+from .scan_inputs import ScanInputs
+from .scan_ref import selective_scan_ref
 
 CHUNK = 32
 # Cap, in fp32 elements, on each (T, batch, G, k, H, N) buffer of one slab of k chunks: bounds memory at any L
@@ -69,14 +71,10 @@ class _Slab:
             x = x[..., span].float()
             return _bc_steps(F.pad(x, (0, pad)) if pad else x, T)
 
-        dt = scan.delta[..., span].float()
-        if scan.bias is not None:
-            dt = dt + scan.bias
+        dt_raw, dt = scan.x.discretised(span)
         # Kept in (batch, D, n) layout for the softplus derivative in the backward.
-        self.dt_raw = dt if scan.softplus else None
-        if scan.softplus:
-            dt = F.softplus(dt)
-        self.u_flat = scan.u[..., span].float()
+        self.dt_raw = dt_raw if scan.x.delta_softplus else None
+        self.u_flat = scan.x.u[..., span].float()
         self.dt, self.u = steps(dt), steps(self.u_flat)
         self.du = self.dt * self.u
         self.B, self.C = bc_steps(scan.B), bc_steps(scan.C)
@@ -90,23 +88,22 @@ class _Slab:
 class _Scan:
     """One selective-scan problem: the inputs, chunking and slab plan, and reusable slab workspaces."""
 
-    def __init__(self, u, delta, A, B, C, delta_bias, delta_softplus, chunk):
-        batch, dim, length = u.shape
-        self.length, self.groups, self.d_state = length, groups_of(B, C), A.shape[1]
+    def __init__(self, x: ScanInputs, chunk: int):
+        batch, dim, length = x.u.shape
+        self.x = x
+        self.length, self.groups, self.d_state = length, x.groups, x.A.shape[1]
         self.T = T = max(1, min(chunk, length))
         self.nc = -(-length // T)
         G, H = self.groups, dim // self.groups
-        self.u, self.delta, self.softplus = u, delta, delta_softplus
-        self.B, self.C = as_grouped(B, G), as_grouped(C, G)
-        self.bias = delta_bias.float()[:, None] if delta_bias is not None else None
-        self.A = A.float().reshape(G, 1, H, self.d_state)
+        self.B, self.C = as_grouped(x.B, G), as_grouped(x.C, G)
+        self.A = x.A.float().reshape(G, 1, H, self.d_state)
         self.state_shape = (batch, G, H, self.d_state)
         per_chunk = batch * dim * self.d_state * T
         k = max(1, SLAB_ELEMS // per_chunk)
         self.slabs = [(c0, min(c0 + k, self.nc)) for c0 in range(0, self.nc, k)]
         # Reused by every slab: fresh multi-MB tensors per slab would page-fault on first touch.
         most = min(k, self.nc) * per_chunk
-        self._ws = [u.new_empty(most + most // T, dtype=torch.float32) for _ in range(3)]
+        self._ws = [x.u.new_empty(most + most // T, dtype=torch.float32) for _ in range(3)]
 
     def workspace(self, i: int, shape: tuple[int, ...]) -> Tensor:
         n = 1
@@ -147,12 +144,13 @@ def _local_adjoints(scan: _Scan, s: _Slab, a: Tensor, gy: Tensor) -> Tensor:
     return e
 
 
-def _forward(scan: _Scan, D: Tensor | None, z: Tensor | None, out: Tensor) -> tuple[Tensor, Tensor]:
+def _forward(scan: _Scan, out: Tensor) -> tuple[Tensor, Tensor]:
     """Fill out (batch, D, L); return the state at every chunk start (batch, G, nc, H, N) and the final state."""
     batch, G, H, N = scan.state_shape
     starts = scan.A.new_empty(batch, G, scan.nc, H, N)
     h = scan.A.new_zeros(batch, G, H, N)
-    Df = D.float()[:, None] if D is not None else None
+    z = scan.x.z
+    Df = scan.x.channelwise(scan.x.D) if scan.x.D is not None else None
     for c0, c1 in scan.slabs:
         s = _Slab(scan, c0, c1)
         a = scan.decays(s)
@@ -176,13 +174,14 @@ def _forward(scan: _Scan, D: Tensor | None, z: Tensor | None, out: Tensor) -> tu
     return starts, h
 
 
-def _backward(scan: _Scan, starts: Tensor, D, z, gout: Tensor | None, glast: Tensor | None, grads: dict) -> None:
+def _backward(scan: _Scan, starts: Tensor, gout: Tensor | None, glast: Tensor | None, grads: dict) -> None:
     """Slabs from last to first: recompute states, run the adjoint, write every input's gradient into grads."""
-    Df = D.float()[:, None] if D is not None else None
+    z = scan.x.z
+    Df = scan.x.channelwise(scan.x.D) if scan.x.D is not None else None
     dim = scan.A.shape[0] * scan.A.shape[2]
     dA = torch.zeros_like(scan.A[:, 0])
-    dD = scan.A.new_zeros(dim) if D is not None else None
-    dbias = scan.A.new_zeros(dim) if scan.bias is not None else None
+    dD = scan.A.new_zeros(dim) if Df is not None else None
+    dbias = scan.A.new_zeros(dim) if scan.x.delta_bias is not None else None
     # e: dL/dh reaching the slab's last state from every later step.
     e = scan.A.new_zeros(scan.state_shape) if glast is None else glast.float().reshape(scan.state_shape).clone()
     for c0, c1 in reversed(scan.slabs):
@@ -247,65 +246,38 @@ def _backward(scan: _Scan, starts: Tensor, D, z, gout: Tensor | None, glast: Ten
 
 class _SelectiveScanTorch(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk):
-        scan = _Scan(u, delta, A, B, C, delta_bias, delta_softplus, chunk)
-        out = torch.empty_like(u, memory_format=torch.contiguous_format)
-        with torch.autocast(u.device.type, enabled=False):  # fp32 state and discretisation, whatever autocast says
-            starts, last = _forward(scan, D, z, out)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, starts)
-        ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
+    def forward(ctx, chunk, *fields):  # fields: ScanInputs' own, each tensor its own argument for autograd
+        x = ScanInputs(*fields)
+        scan = _Scan(x, chunk)
+        out = torch.empty_like(x.u, memory_format=torch.contiguous_format)
+        with torch.autocast(x.u.device.type, enabled=False):  # fp32 state and discretisation, whatever autocast says
+            starts, last = _forward(scan, out)
+        ctx.save_for_backward(*x.tensors, starts)
+        ctx.delta_softplus, ctx.chunk = x.delta_softplus, chunk
         ctx.set_materialize_grads(False)
-        batch, dim, _ = u.shape
+        batch, dim, _ = x.u.shape
         # A fresh tensor, not a view of an internal one: callers (Mamba decode) update the state in place.
-        return out, last.reshape(batch, dim, A.shape[1]).clone()
+        return out, last.reshape(batch, dim, x.A.shape[1]).clone()
 
     @staticmethod
     def backward(ctx, gout, glast):
-        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
-        scan = _Scan(u, delta, A, B, C, delta_bias, ctx.delta_softplus, ctx.chunk)
+        *tensors, starts = ctx.saved_tensors
+        x = ScanInputs(*tensors, ctx.delta_softplus)
+        scan = _Scan(x, ctx.chunk)
         grads = {
-            "u": torch.empty_like(u, memory_format=torch.contiguous_format),
-            "delta": torch.empty_like(delta, memory_format=torch.contiguous_format),
-            "z": torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None,
+            "u": torch.empty_like(x.u, memory_format=torch.contiguous_format),
+            "delta": torch.empty_like(x.delta, memory_format=torch.contiguous_format),
+            "z": torch.empty_like(x.z, memory_format=torch.contiguous_format) if x.z is not None else None,
             "B": scan.B.new_empty(scan.B.shape, dtype=torch.float32),
             "C": scan.C.new_empty(scan.C.shape, dtype=torch.float32),
         }
-        with torch.autocast(u.device.type, enabled=False):  # a backward run under autocast would matmul in bf16
-            _backward(scan, starts, D, z, gout, glast, grads)
-        dB, dC = grads["B"], grads["C"]
-        dB = dB.sum(1) if B.dim() == 3 else dB
-        dC = dC.sum(1) if C.dim() == 3 else dC
-        return (
-            grads["u"],
-            grads["delta"],
-            grads["A"].to(A.dtype),
-            dB.to(B.dtype),
-            dC.to(C.dtype),
-            grads["D"].to(D.dtype) if D is not None else None,
-            grads["z"],
-            grads["delta_bias"].to(delta_bias.dtype) if delta_bias is not None else None,
-            None,
-            None,
-        )
+        with torch.autocast(x.u.device.type, enabled=False):  # a backward run under autocast would matmul in bf16
+            _backward(scan, starts, gout, glast, grads)
+        return None, *x.gradients(*(grads[name] for name in ScanInputs._fields[:8]))
 
 
-def selective_scan_torch(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-    chunk: int = CHUNK,
-) -> Tensor | tuple[Tensor, Tensor]:
+def selective_scan_torch(x: ScanInputs, chunk: int = CHUNK) -> Tensor | tuple[Tensor, Tensor]:
     """Chunked parallel selective scan (fp32 state, output in u's dtype); differentiable, last state included."""
-    if u.shape[-1] == 0:
-        from .scan_ref import selective_scan_ref
-
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    out, last = _SelectiveScanTorch.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk)
-    return (out, last) if return_last_state else out
+    if x.u.shape[-1] == 0:
+        return selective_scan_ref(x)
+    return x.output(*_SelectiveScanTorch.apply(chunk, *x))

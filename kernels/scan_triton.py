@@ -18,7 +18,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .groups import as_grouped, groups_of
+from .groups import as_grouped
+from .scan_inputs import ScanInputs
+from .scan_ref import selective_scan_ref
 
 # Whether the kernels below run in Triton's CPU interpreter; fixed when they are decorated, i.e. at import.
 _knobs = getattr(triton, "knobs", None)
@@ -36,6 +38,46 @@ def _softplus(x):
 
 
 @triton.jit
+def _channel_block(A_ptr, L, H, G, N, n_chunks, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What a program (batch, group, block of BLOCK_H channels) works on: its channels' index in dim and in
+    batch x dim, the state offsets, the channel / state masks, A in fp32 (BLOCK_H, BLOCK_N), and where its rows of
+    u (BLOCK_H,), of its group's B and C (BLOCK_N,) and of its chunk-start states (BLOCK_H, BLOCK_N) begin."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_g = tl.program_id(1)
+    offs_h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_h, mask_n = offs_h < H, offs_n < N
+    mask_hn = mask_h[:, None] & mask_n[None, :]
+    chan = pid_g * H + offs_h
+    bchan = pid_b * (G * H) + chan
+    A = tl.load(A_ptr + chan[:, None] * N + offs_n[None, :], mask=mask_hn, other=0.0).to(tl.float32)
+    bc_row = ((pid_b * G + pid_g) * N + offs_n) * L
+    state_row = (bchan * n_chunks)[:, None] * N + offs_n[None, :]
+    return chan, bchan, offs_n, mask_h, mask_n, mask_hn, A, bchan * L, bc_row, state_row
+
+
+@triton.jit
+def _chunk(c, row, bc_row, mask_h, mask_n, L, BLOCK_L: tl.constexpr):
+    """Chunk c's steps: their offsets in L, the (channel, step) and (step, state) masks, and the element offsets of
+    u / delta / z (BLOCK_H, BLOCK_L) and of B / C (BLOCK_L, BLOCK_N)."""
+    offs_l = c * BLOCK_L + tl.arange(0, BLOCK_L)
+    mask_l = offs_l < L
+    m_hl = mask_h[:, None] & mask_l[None, :]
+    m_ln = mask_l[:, None] & mask_n[None, :]
+    return offs_l, m_hl, m_ln, row[:, None] + offs_l[None, :], bc_row[None, :] + offs_l[:, None]
+
+
+@triton.jit
+def _chunk_states(dt, u, Bv, A, h0):
+    """The chunk's decays a = exp(dt A), inputs x = dt u B and states h_t = a_t h_{t-1} + x_t from h0, each
+    (BLOCK_H, BLOCK_L, BLOCK_N), by one parallel scan over the chunk's steps."""
+    a = tl.exp(dt[:, :, None] * A[:, None, :])
+    x = (dt * u)[:, :, None] * Bv[None, :, :]
+    pa, px = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
+    return a, x, px + pa * h0[:, None, :]
+
+
+@triton.jit
 def _fwd_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     out_ptr, starts_ptr, last_ptr,
@@ -43,31 +85,18 @@ def _fwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    pid_b = tl.program_id(0).to(tl.int64)
-    pid_g = tl.program_id(1)
-    offs_h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
-    offs_n = tl.arange(0, BLOCK_N)
+    chan, bchan, offs_n, mask_h, mask_n, mask_hn, A, row, bc_row, state_row = _channel_block(
+        A_ptr, L, H, G, N, n_chunks, BLOCK_H, BLOCK_N
+    )
     offs_t = tl.arange(0, BLOCK_L)
-    mask_h, mask_n = offs_h < H, offs_n < N
-    mask_hn = mask_h[:, None] & mask_n[None, :]
-    chan = pid_g * H + offs_h
-    dim = G * H
-    A = tl.load(A_ptr + chan[:, None] * N + offs_n[None, :], mask=mask_hn, other=0.0).to(tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + chan, mask=mask_h, other=0.0).to(tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + chan, mask=mask_h, other=0.0).to(tl.float32)
-    row = (pid_b * dim + chan) * L  # (BLOCK_H,) start of each channel's sequence
-    bc_row = ((pid_b * G + pid_g) * N + offs_n) * L  # (BLOCK_N,)
-    state_row = ((pid_b * dim + chan) * n_chunks)[:, None] * N + offs_n[None, :]
     h = tl.zeros((BLOCK_H, BLOCK_N), dtype=tl.float32)
     for c in range(0, n_chunks):
-        offs_l = c * BLOCK_L + offs_t
-        mask_l = offs_l < L
-        m_hl = mask_h[:, None] & mask_l[None, :]
-        m_ln = mask_l[:, None] & mask_n[None, :]
+        _, m_hl, m_ln, idx, bc_idx = _chunk(c, row, bc_row, mask_h, mask_n, L, BLOCK_L)
         tl.store(starts_ptr + state_row + c * N, h, mask=mask_hn)
-        idx = row[:, None] + offs_l[None, :]
         dt = tl.load(dt_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
         if HAS_BIAS:
             dt += bias[:, None]
@@ -75,13 +104,9 @@ def _fwd_kernel(
             dt = _softplus(dt)
         dt = tl.where(m_hl, dt, 0.0)  # steps past L: decay 1, no input
         u = tl.load(u_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
-        bc_idx = bc_row[None, :] + offs_l[:, None]
         Bv = tl.load(B_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
         Cv = tl.load(C_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
-        a = tl.exp(dt[:, :, None] * A[:, None, :])
-        x = (dt * u)[:, :, None] * Bv[None, :, :]
-        pa, px = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
-        hs = px + pa * h[:, None, :]
+        _, _, hs = _chunk_states(dt, u, Bv, A, h)
         y = tl.sum(hs * Cv[None, :, :], axis=2)
         h = tl.sum(tl.where(offs_t[None, :, None] == BLOCK_L - 1, hs, 0.0), axis=1)
         if HAS_D:
@@ -90,7 +115,7 @@ def _fwd_kernel(
             z = tl.load(z_ptr + idx, mask=m_hl, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(out_ptr + idx, y.to(out_ptr.dtype.element_ty), mask=m_hl)
-    tl.store(last_ptr + (pid_b * dim + chan)[:, None] * N + offs_n[None, :], h, mask=mask_hn)
+    tl.store(last_ptr + bchan[:, None] * N + offs_n[None, :], h, mask=mask_hn)
 
 
 @triton.jit
@@ -102,44 +127,30 @@ def _bwd_kernel(
     HAS_GOUT: tl.constexpr, HAS_GLAST: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    pid_b = tl.program_id(0).to(tl.int64)
-    pid_g = tl.program_id(1)
-    pid_hb = tl.program_id(2)
-    offs_h = pid_hb * BLOCK_H + tl.arange(0, BLOCK_H)
-    offs_n = tl.arange(0, BLOCK_N)
+    chan, bchan, offs_n, mask_h, mask_n, mask_hn, A, row, bc_row, state_row = _channel_block(
+        A_ptr, L, H, G, N, n_chunks, BLOCK_H, BLOCK_N
+    )
     offs_t = tl.arange(0, BLOCK_L)
-    mask_h, mask_n = offs_h < H, offs_n < N
-    mask_hn = mask_h[:, None] & mask_n[None, :]
-    chan = pid_g * H + offs_h
-    dim = G * H
-    A = tl.load(A_ptr + chan[:, None] * N + offs_n[None, :], mask=mask_hn, other=0.0).to(tl.float32)
     bias = tl.zeros((BLOCK_H,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + chan, mask=mask_h, other=0.0).to(tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + chan, mask=mask_h, other=0.0).to(tl.float32)
-    row = (pid_b * dim + chan) * L
-    bc_row = ((pid_b * G + pid_g) * N + offs_n) * L
-    state_row = ((pid_b * dim + chan) * n_chunks)[:, None] * N + offs_n[None, :]
     # Partial sums over this program's channels of the per-group dB, dC: (batch, G, n_hblocks, N, L).
+    pid_b, pid_g, pid_hb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     part_row = (((pid_b * G + pid_g) * n_hblocks + pid_hb) * N + offs_n) * L
     e = tl.zeros((BLOCK_H, BLOCK_N), dtype=tl.float32)  # dL/dh reaching the chunk's last step from later steps
     if HAS_GLAST:
-        e = tl.load(glast_ptr + (pid_b * dim + chan)[:, None] * N + offs_n[None, :], mask=mask_hn, other=0.0)
+        e = tl.load(glast_ptr + bchan[:, None] * N + offs_n[None, :], mask=mask_hn, other=0.0)
     dA_acc = tl.zeros((BLOCK_H, BLOCK_N), dtype=tl.float32)
     dD_acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
     for i in range(0, n_chunks):
         c = n_chunks - 1 - i
         h0 = tl.load(starts_ptr + state_row + c * N, mask=mask_hn, other=0.0)
-        offs_l = c * BLOCK_L + offs_t
-        mask_l = offs_l < L
-        m_hl = mask_h[:, None] & mask_l[None, :]
-        m_ln = mask_l[:, None] & mask_n[None, :]
+        offs_l, m_hl, m_ln, idx, bc_idx = _chunk(c, row, bc_row, mask_h, mask_n, L, BLOCK_L)
         # Registers cannot be shifted, so a_{t+1} for the adjoint comes from a load one step off, masked at the edges.
         m_next = ((offs_l + 1) < L) & (offs_t < BLOCK_L - 1)
-        idx = row[:, None] + offs_l[None, :]
-        bc_idx = bc_row[None, :] + offs_l[:, None]
 
         dt_raw = tl.load(dt_ptr + idx, mask=m_hl, other=0.0).to(tl.float32) + bias[:, None]
         dt_n = tl.load(dt_ptr + idx + 1, mask=mask_h[:, None] & m_next[None, :], other=0.0).to(tl.float32)
@@ -155,10 +166,7 @@ def _bwd_kernel(
         Bv = tl.load(B_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
         Cv = tl.load(C_ptr + bc_idx, mask=m_ln, other=0.0).to(tl.float32)
 
-        a = tl.exp(dt[:, :, None] * A[:, None, :])
-        x = (dt * u)[:, :, None] * Bv[None, :, :]
-        pa, px = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
-        h = px + pa * h0[:, None, :]  # the chunk's states, recomputed from its start state
+        a, x, h = _chunk_states(dt, u, Bv, A, h0)  # the chunk's states, recomputed from its start state
 
         gout = tl.zeros((BLOCK_H, BLOCK_L), dtype=tl.float32)
         if HAS_GOUT:
@@ -199,10 +207,10 @@ def _bwd_kernel(
         part_idx = part_row[None, :] + offs_l[:, None]
         tl.store(dB_ptr + part_idx, dB, mask=m_ln)
         tl.store(dC_ptr + part_idx, dC, mask=m_ln)
-    out_row = (pid_b * dim + chan)[:, None] * N + offs_n[None, :]
+    out_row = bchan[:, None] * N + offs_n[None, :]
     tl.store(dA_ptr + out_row, dA_acc, mask=mask_hn)
-    tl.store(dD_ptr + pid_b * dim + chan, dD_acc, mask=mask_h)
-    tl.store(dbias_ptr + pid_b * dim + chan, dbias_acc, mask=mask_h)
+    tl.store(dD_ptr + bchan, dD_acc, mask=mask_h)
+    tl.store(dbias_ptr + bchan, dbias_acc, mask=mask_h)
 
 
 def _pow2(n: int) -> int:
@@ -242,109 +250,84 @@ def bwd_meta(H: int, N: int, blocks: tuple[int | None, int | None] = (None, None
     return dict(BLOCK_H=BH, BLOCK_L=BL, BLOCK_N=BN, num_warps=BWD_WARPS)
 
 
+def _features(x: ScanInputs) -> dict[str, bool]:
+    """The constexpr switches both kernels compile for: which optional inputs there are, and the softplus."""
+    return dict(HAS_D=x.D is not None, HAS_Z=x.z is not None, HAS_BIAS=x.delta_bias is not None, SOFTPLUS=x.delta_softplus)
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, blocks):
-        batch, dim, length = u.shape
-        G, N = groups_of(B, C), A.shape[1]
+    def forward(ctx, blocks, *fields):  # fields: ScanInputs' own, each tensor its own argument for autograd
+        x = ScanInputs(*fields)
+        batch, dim, length = x.u.shape
+        G, N = x.groups, x.A.shape[1]
         H = dim // G
-        u_, dt_ = u.contiguous(), delta.contiguous()
-        B_ = as_grouped(B, G).contiguous()
-        C_ = as_grouped(C, G).contiguous()
-        A_ = A.contiguous()
-        z_ = z.contiguous() if z is not None else None
-        D_ = D.contiguous() if D is not None else None
-        bias_ = delta_bias.contiguous() if delta_bias is not None else None
+        u_, dt_ = x.u.contiguous(), x.delta.contiguous()
+        B_ = as_grouped(x.B, G).contiguous()
+        C_ = as_grouped(x.C, G).contiguous()
+        A_ = x.A.contiguous()
+        z_ = x.z.contiguous() if x.z is not None else None
+        D_ = x.D.contiguous() if x.D is not None else None
+        bias_ = x.delta_bias.contiguous() if x.delta_bias is not None else None
         meta = fwd_meta(H, N, blocks)
         n_chunks = triton.cdiv(length, meta["BLOCK_L"])
         out = torch.empty_like(u_)
-        starts = u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
-        last = u.new_empty(batch, dim, N, dtype=torch.float32)
+        starts = x.u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32)
+        last = x.u.new_empty(batch, dim, N, dtype=torch.float32)
         grid = (batch, G, triton.cdiv(H, meta["BLOCK_H"]))
         _fwd_kernel[grid](
             u_, dt_, A_, B_, C_, D_, z_, bias_, out, starts, last,
             length, H, G, N, n_chunks,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-            **meta,
+            **_features(x), **meta,
         )  # fmt: skip
-        ctx.save_for_backward(u_, dt_, A_, B, C, D_, z_, bias_, starts)
-        ctx.delta_softplus, ctx.blocks = delta_softplus, blocks
+        ctx.save_for_backward(u_, dt_, A_, x.B, x.C, D_, z_, bias_, starts)
+        ctx.delta_softplus, ctx.blocks = x.delta_softplus, blocks
         ctx.set_materialize_grads(False)
         return out, last
 
     @staticmethod
     def backward(ctx, gout, glast):
-        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
-        batch, dim, length = u.shape
-        G, N = groups_of(B, C), A.shape[1]
+        *tensors, starts = ctx.saved_tensors
+        x = ScanInputs(*tensors, ctx.delta_softplus)
+        batch, dim, length = x.u.shape
+        G, N = x.groups, x.A.shape[1]
         H = dim // G
         meta = bwd_meta(H, N, ctx.blocks)
         n_chunks, n_hblocks = starts.shape[2], triton.cdiv(H, meta["BLOCK_H"])
-        B_ = as_grouped(B, G).contiguous()
-        C_ = as_grouped(C, G).contiguous()
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
-        f32 = dict(device=u.device, dtype=torch.float32)
+        B_ = as_grouped(x.B, G).contiguous()
+        C_ = as_grouped(x.C, G).contiguous()
+        du, ddelta = torch.empty_like(x.u), torch.empty_like(x.delta)
+        dz = torch.empty_like(x.z) if x.z is not None else None
+        f32 = dict(device=x.u.device, dtype=torch.float32)
         dA = torch.empty(batch, dim, N, **f32)
         dB = torch.empty(batch, G, n_hblocks, N, length, **f32)
         dC = torch.empty(batch, G, n_hblocks, N, length, **f32)
         dD, dbias = torch.empty(batch, dim, **f32), torch.empty(batch, dim, **f32)
         grid = (batch, G, n_hblocks)
         _bwd_kernel[grid](
-            u, delta, A, B_, C_, D, z, delta_bias, starts,
+            x.u, x.delta, x.A, B_, C_, x.D, x.z, x.delta_bias, starts,
             gout.contiguous() if gout is not None else None,
             glast.float().contiguous() if glast is not None else None,
             du, ddelta, dz, dA, dB, dC, dD, dbias,
             length, H, G, N, n_chunks, n_hblocks,
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
-            HAS_GOUT=gout is not None, HAS_GLAST=glast is not None,
+            **_features(x), HAS_GOUT=gout is not None, HAS_GLAST=glast is not None,
             **meta,
         )  # fmt: skip
-        dB, dC = dB.sum(2), dC.sum(2)
-        if B.dim() == 3:
-            dB = dB.sum(1)
-        if C.dim() == 3:
-            dC = dC.sum(1)
-        return (
-            du,
-            ddelta,
-            dA.sum(0).to(A.dtype),
-            dB.to(B.dtype),
-            dC.to(C.dtype),
-            dD.sum(0).to(D.dtype) if D is not None else None,
-            dz,
-            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
-            None,
-            None,
-        )
+        return None, *x.gradients(du, ddelta, dA.sum(0), dB.sum(2), dC.sum(2), dD.sum(0), dz, dbias.sum(0))
 
 
 def selective_scan_triton(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    return_last_state: bool = False,
-    block_l: int | None = None,
-    block_h: int | None = None,
+    x: ScanInputs, block_l: int | None = None, block_h: int | None = None
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Selective scan with Triton forward and backward kernels (fp32 state, output in u's dtype)."""
-    if u.device.type == "cpu" and not INTERPRETED:
+    if x.u.device.type == "cpu" and not INTERPRETED:
         raise RuntimeError(
             "backend 'triton' needs CUDA tensors or TRITON_INTERPRET=1 set before kernels.scan_triton is first "
             "imported; got device cpu"
         )
-    if u.shape[-1] == 0:
-        from .scan_ref import selective_scan_ref
-
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    out, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, (block_h, block_l))
-    return (out, last) if return_last_state else out
+    if x.u.shape[-1] == 0:
+        return selective_scan_ref(x)
+    return x.output(*_SelectiveScanTriton.apply((block_h, block_l), *x))
 
 
 def aot_launches(d_state: int) -> list:

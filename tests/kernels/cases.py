@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from seqmix.kernels import ScanInputs
 from seqmix.kernels.scan_ref import selective_scan_ref
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -54,9 +55,9 @@ class Case:
 
 
 def run(fn, case: Case, ins: dict, grads: bool = True, seed: int = 1):
-    """Output, last state and (optionally) gradients of every input for a loss that uses both outputs."""
+    """fn(ScanInputs)'s output, last state and (optionally) gradients of every input for a loss that uses both outputs."""
     leaves = {k: (v.detach().clone().requires_grad_(grads) if v is not None else None) for k, v in ins.items()}
-    out, last = fn(*(leaves[k] for k in NAMES), delta_softplus=case.softplus, return_last_state=True)
+    out, last = fn(ScanInputs(*(leaves[k] for k in NAMES), delta_softplus=case.softplus, return_last_state=True))
     if not grads:
         return out.detach(), last.detach(), {}
     g = torch.Generator().manual_seed(seed)

@@ -47,7 +47,7 @@ def test_auto_falls_back_to_torch_without_the_fused_scan(monkeypatch) -> None:
 def test_cpu_backends_match_reference(backend: str) -> None:
     case = Case(length=19, groups=2)
     ins = case.inputs()
-    fn = lambda *a, **k: selective_scan(*a, **k, backend=backend)  # noqa: E731
+    fn = lambda x: selective_scan(*x, backend=backend)  # noqa: E731
     assert_matches(run(fn, case, ins), reference(case, ins))
 
 

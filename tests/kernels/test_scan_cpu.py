@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqmix import kernels
-from seqmix.kernels import scan_cpu
+from seqmix.kernels import ScanInputs, scan_cpu
 from seqmix.kernels.scan_cpu import selective_scan_cpu
 
 from .cases import FEATURES, Case, assert_close, assert_matches, check_half_inputs, check_matches_reference, reference, run
@@ -69,9 +69,9 @@ def test_matches_reference_random(batch, heads, groups, d_state, length, flags, 
 def test_gradient_of_last_state_only() -> None:
     case = Case(length=70)
     ins = {k: (v.requires_grad_() if v is not None else None) for k, v in case.inputs().items()}
-    _, last = selective_scan_cpu(*ins.values(), delta_softplus=True, return_last_state=True)
+    _, last = selective_scan_cpu(ScanInputs(*ins.values(), delta_softplus=True, return_last_state=True))
     last.sum().backward()
-    _, last_ref = kernels.selective_scan_ref(*ins.values(), delta_softplus=True, return_last_state=True)
+    _, last_ref = kernels.selective_scan_ref(ScanInputs(*ins.values(), delta_softplus=True, return_last_state=True))
     want = torch.autograd.grad(last_ref.sum(), [ins["u"], ins["A"], ins["B"]])
     for name, w in zip(("u", "A", "B"), want, strict=True):
         assert_close(ins[name].grad, w, 2e-5, f"grad of {name}")
@@ -106,8 +106,8 @@ def test_nan_input_gives_nan_output() -> None:
     """A NaN anywhere in delta reaches the output (the numerical guard relies on it), as in the reference."""
     ins = Case(length=10, z=False).inputs()
     ins["delta"][0, 1, 3] = float("nan")
-    out = selective_scan_cpu(*ins.values(), delta_softplus=True)
-    ref = kernels.selective_scan_ref(*ins.values(), delta_softplus=True)
+    out = selective_scan_cpu(ScanInputs(*ins.values(), delta_softplus=True))
+    ref = kernels.selective_scan_ref(ScanInputs(*ins.values(), delta_softplus=True))
     assert torch.equal(out.isnan(), ref.isnan()) and out.isnan().any()
 
 
@@ -115,7 +115,7 @@ def test_rejects_other_devices() -> None:
     ins = Case(length=3).inputs()
     ins = {k: (v.to("meta") if v is not None else None) for k, v in ins.items()}
     with pytest.raises(RuntimeError, match="backend 'cpu' needs CPU tensors; got device meta"):
-        selective_scan_cpu(*ins.values())
+        selective_scan_cpu(ScanInputs(*ins.values()))
 
 
 def test_the_build_is_cached(tmp_path, monkeypatch) -> None:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seqmix import kernels
-from seqmix.kernels import scan_torch
+from seqmix.kernels import ScanInputs, scan_torch
 from seqmix.kernels.scan_torch import selective_scan_torch
 
 from .cases import FEATURES, Case, assert_close, assert_matches, check_half_inputs, check_matches_reference, reference, run
@@ -67,9 +67,9 @@ def test_gradient_of_last_state_only() -> None:
     """A loss on the last state alone (out unused) still backpropagates."""
     case = Case(length=21)
     ins = {k: (v.requires_grad_() if v is not None else None) for k, v in case.inputs().items()}
-    _, last = selective_scan_torch(*ins.values(), delta_softplus=True, return_last_state=True, chunk=8)
+    _, last = selective_scan_torch(ScanInputs(*ins.values(), delta_softplus=True, return_last_state=True), chunk=8)
     last.sum().backward()
-    _, last_ref = kernels.selective_scan_ref(*ins.values(), delta_softplus=True, return_last_state=True)
+    _, last_ref = kernels.selective_scan_ref(ScanInputs(*ins.values(), delta_softplus=True, return_last_state=True))
     want = torch.autograd.grad(last_ref.sum(), [ins["u"], ins["A"]])
     assert_close(ins["u"].grad, want[0], 2e-5, "grad of u")
     assert_close(ins["A"].grad, want[1], 2e-5, "grad of A")
@@ -99,13 +99,13 @@ def _unstable_inputs(length: int, dim: int = 4, d_state: int = 8):
 def test_long_sequence_large_decay_is_finite_and_exact() -> None:
     """L=8192 with delta*|A| up to ~1e4: no inf/NaN forward or backward, and still equal to the reference."""
     ins = [t.requires_grad_() for t in _unstable_inputs(8192)]
-    out, last = selective_scan_torch(*ins, return_last_state=True)
+    out, last = selective_scan_torch(ScanInputs(*ins, return_last_state=True))
     assert torch.isfinite(out).all() and torch.isfinite(last).all()
     (out.square().mean() + last.square().mean()).backward()
     for name, t in zip(("u", "delta", "A", "B", "C", "D", "z"), ins, strict=True):
         assert torch.isfinite(t.grad).all(), name
     with torch.no_grad():
-        ref_out, ref_last = kernels.selective_scan_ref(*ins, return_last_state=True)
+        ref_out, ref_last = kernels.selective_scan_ref(ScanInputs(*ins, return_last_state=True))
     assert_close(out.detach(), ref_out, 1e-5, "output")
     assert_close(last.detach(), ref_last, 1e-5, "last state")
 
@@ -127,7 +127,7 @@ def test_last_state_can_be_updated_in_place() -> None:
     """The Mamba decode step advances the returned state in place, with autograd on."""
     case = Case(length=9)
     ins = {k: (v.requires_grad_() if v is not None else None) for k, v in case.inputs().items()}
-    _, last = selective_scan_torch(*ins.values(), delta_softplus=True, return_last_state=True)
+    _, last = selective_scan_torch(ScanInputs(*ins.values(), delta_softplus=True, return_last_state=True))
     last.mul_(0.5)
     assert last._base is None
 
@@ -138,7 +138,7 @@ def test_saves_only_inputs_and_chunk_start_states() -> None:
     ins = {k: (v.requires_grad_() if v is not None else None) for k, v in case.inputs().items()}
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        selective_scan_torch(*ins.values(), delta_softplus=True, chunk=8)
+        selective_scan_torch(ScanInputs(*ins.values(), delta_softplus=True), chunk=8)
     inputs = {v.data_ptr() for v in ins.values() if v is not None}
     extra = [t for t in saved if t.data_ptr() not in inputs]
     assert [tuple(t.shape) for t in extra] == [(2, 1, 5, 6, 4)]  # (batch, G, L / chunk, H, N)

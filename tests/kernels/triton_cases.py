@@ -6,7 +6,6 @@ decorated at import time), which this module sets when it is the first to import
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 if not torch.cuda.is_available() and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"
 
-from seqmix.kernels import selective_scan  # noqa: E402
+from seqmix.kernels import ScanInputs, selective_scan  # noqa: E402
 
 from .cases import Case, assert_matches, reference, run  # noqa: E402
 
@@ -28,9 +27,9 @@ def _scan(**blocks):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    def fn(*args, **kwargs):
-        args = [a.to(device) if a is not None else None for a in args]
-        out, last = selective_scan_triton(*args, **kwargs, **blocks)
+    def fn(x: ScanInputs):
+        x = ScanInputs(*(t.to(device) if t is not None else None for t in x.tensors), *x[8:])
+        out, last = selective_scan_triton(x, **blocks)
         return out.cpu(), last.cpu()
 
     return fn
@@ -82,7 +81,7 @@ def test_forward_and_backward_walk_the_same_chunks(d_state: int, d_inner: int) -
 def test_dispatch_reaches_triton() -> None:
     case = Case(length=6, dim=2, batch=1)
     ins = case.inputs()
-    fn = functools.partial(selective_scan, backend="triton")
+    fn = lambda x: selective_scan(*x, backend="triton")  # noqa: E731
     if torch.cuda.is_available():
         fn = _scan()
     assert_matches(run(fn, case, ins), reference(case, ins))
@@ -107,6 +106,6 @@ def test_triton_matches_reference_random(length, groups, d_state, flags, block_l
 def test_triton_last_state_is_a_fresh_tensor() -> None:
     case = Case(length=5, dim=2, batch=1)
     ins = {k: (v.requires_grad_() if v is not None else None) for k, v in case.inputs().items()}
-    _, last = _scan()(*ins.values(), delta_softplus=True, return_last_state=True)
+    _, last = _scan()(ScanInputs(*ins.values(), delta_softplus=True, return_last_state=True))
     last.mul_(0.5)
     assert last._base is None
