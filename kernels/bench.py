@@ -139,9 +139,13 @@ def measure_recurrence(
     """Median forward (autograd on) and forward+backward wall time of one recurrence form at one length."""
     ins = _recurrence_inputs(kernel, decay, batch, heads, head_dim, length, device)
     fn = {
-        ("gated_linear_attention", "chunked"): lambda: gated_linear_attention(ins["q"], ins["k"], ins["v"], ins["log_decay"]),
+        ("gated_linear_attention", "chunked"): lambda: gated_linear_attention(
+            ins["q"], ins["k"], ins["v"], ins["log_decay"], backend="torch"
+        ),
         ("gated_linear_attention", "reference"): lambda: gla_reference(ins["q"], ins["k"], ins["v"], ins["log_decay"]),
-        ("delta_rule", "chunked"): lambda: delta_rule(ins["q"], ins["k"], ins["v"], ins["beta"], ins["log_decay"]),
+        ("delta_rule", "chunked"): lambda: delta_rule(
+            ins["q"], ins["k"], ins["v"], ins["beta"], ins["log_decay"], backend="torch"
+        ),
         ("delta_rule", "reference"): lambda: delta_rule_reference(
             ins["q"], ins["k"], ins["v"], ins["beta"], ins["log_decay"]
         ),

@@ -72,9 +72,13 @@ def check_recurrence_inputs(
         raise ValueError(
             f"{fn}: state must have shape (batch, heads, dk, dv) = {(b, h, dk, v.shape[-1])}; got {_shape(state)}"
         )
+    _check_chunk_and_device(fn, chunk_size, {"q": q, "k": k, "v": v, "beta": beta, "log_decay": log_decay, "state": state})
+
+
+def _check_chunk_and_device(fn: str, chunk_size: int | None, tensors: dict[str, Tensor | None]) -> None:
+    """A chunked kernel's chunk_size is a positive int or None, and its input tensors share one device."""
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"{fn}: chunk_size must be a positive integer or None; got {chunk_size!r}")
-    tensors = {"q": q, "k": k, "v": v, "beta": beta, "log_decay": log_decay, "state": state}
     devices = {name: t.device for name, t in tensors.items() if t is not None}
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
