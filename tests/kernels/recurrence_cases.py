@@ -1,5 +1,5 @@
-"""Random inputs for the linear-recurrence kernels (gated linear attention, delta rule), a relative-error helper, and
-the check that a kernel's chunked form matches its sequential reference."""
+"""Random inputs for the linear-recurrence kernels (gated linear attention, delta rule, Mamba-2's SSD), a
+relative-error helper, and the check that a kernel's chunked form matches its sequential reference."""
 
 from __future__ import annotations
 
@@ -53,6 +53,20 @@ def recurrence_inputs(
         "state": r(b, h, dk, dv) if start_state else None,
     }
     return {name: None if t is None else t.to(dtype) for name, t in ins.items()}
+
+
+def ssd_inputs(b: int = 2, h: int = 4, g: int = 2, length: int = 13, p: int = 3, n: int = 5, seed: int = 0,
+               dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
+    """Mamba-2 SSD inputs: x, discretised dt >= 0, A <= 0, grouped B and C, and a nonzero start state."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen, dtype=dtype)
+
+    dt = torch.nn.functional.softplus(r(b, h, length))
+    A = -torch.rand(h, generator=gen, dtype=dtype)
+    return {"x": r(b, h, length, p), "dt": dt, "A": A, "B": r(b, g, length, n), "C": r(b, g, length, n),
+            "state": r(b, h, n, p)}
 
 
 def leaves(ins: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
