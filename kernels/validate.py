@@ -1,4 +1,4 @@
-"""Early, explicit checks of kernel inputs (gated linear attention, delta rule), shared by every form."""
+"""Early, explicit checks of kernel inputs (gated linear attention, delta rule, Mamba-2's SSD), shared by every form."""
 
 from __future__ import annotations
 
