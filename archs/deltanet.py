@@ -42,11 +42,12 @@ class DeltaNet(RecurrentMixer):
         output_gate: bool = False,
         norm_eps: float = 1e-5,
         chunk_size: int | None = None,
+        backend: str = "auto",
     ):
         super().__init__()
         head_k, head_v = head_dims(self.name, d_model, n_heads, expand_k, expand_v)
         conv_size = optional_conv_size(self.name, conv_size)
-        self._build(d_model, n_heads, head_k, head_v, output_gate, conv_size, conv_bias, norm_eps, chunk_size)
+        self._build(d_model, n_heads, head_k, head_v, output_gate, conv_size, conv_bias, norm_eps, chunk_size, backend)
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
 
     def _recurrence_inputs(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, pos):

@@ -37,13 +37,14 @@ class GatedDeltaNet(RecurrentMixer):
         dt_max: float = 1e-1,
         dt_init_floor: float = 1e-4,
         chunk_size: int | None = None,
+        backend: str = "auto",
     ):
         super().__init__()
         head_k, head_v = head_dims(self.name, d_model, n_heads, expand_k, expand_v, v_per_head_k=True)
         conv_size = optional_conv_size(self.name, conv_size)
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"gated_deltanet: need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-        self._build(d_model, n_heads, head_k, head_v, output_gate, conv_size, conv_bias, norm_eps, chunk_size)
+        self._build(d_model, n_heads, head_k, head_v, output_gate, conv_size, conv_bias, norm_eps, chunk_size, backend)
         self.a_proj = nn.Linear(d_model, n_heads, bias=False)
         self.b_proj = nn.Linear(d_model, n_heads, bias=False)
         A = torch.empty(n_heads, dtype=torch.float32).uniform_(0, 16).clamp_min(1e-6)  # log(0) would be -inf

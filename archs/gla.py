@@ -31,6 +31,7 @@ class GLA(RecurrentMixer):
         conv_size: int | None = None,
         norm_eps: float = 1e-5,
         chunk_size: int | None = None,
+        backend: str = "auto",
     ):
         super().__init__()
         head_k, head_v = head_dims(self.name, d_model, n_heads, expand_k, expand_v)
@@ -38,7 +39,8 @@ class GLA(RecurrentMixer):
         if isinstance(gate_logit_normalizer, bool) or not gate_logit_normalizer > 0:
             raise ValueError(f"gla: gate_logit_normalizer must be a positive number, got {gate_logit_normalizer!r}")
         conv_size = optional_conv_size(self.name, conv_size)
-        self._build(d_model, n_heads, head_k, head_v, output_gate, conv_size, norm_eps=norm_eps, chunk_size=chunk_size)
+        self._build(d_model, n_heads, head_k, head_v, output_gate, conv_size, norm_eps=norm_eps, chunk_size=chunk_size,
+                    backend=backend)
         self.gate_low_rank_dim, self.gate_logit_normalizer = gate_low_rank_dim, float(gate_logit_normalizer)
         self.gk_down = nn.Linear(d_model, gate_low_rank_dim, bias=False)
         self.gk_up = nn.Linear(gate_low_rank_dim, self.key_dim, bias=True)

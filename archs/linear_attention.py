@@ -12,7 +12,7 @@ from seqmix.kernels.gated_linear_attention import gla_step
 
 from .heads import merge_heads, split_heads
 from .mixer import Mixer, State, positive_int, register
-from .recurrent import state_element_size
+from .recurrent import recurrence_backend, state_element_size
 
 FEATURE_MAPS = {
     "elu": lambda x: F.elu(x) + 1.0,
@@ -23,7 +23,8 @@ FEATURE_MAPS = {
 
 @register
 class LinearAttention(Mixer):
-    """Causal linear attention (Katharopoulos et al.); its decode state is fixed-size, whatever the context."""
+    """Causal linear attention (Katharopoulos et al.); its decode state is fixed-size, whatever the context.
+    `backend` picks the kernel's backend for whole sequences (auto, torch, fla; see kernels.fla_backend)."""
 
     name = "linear_attention"
 
@@ -34,6 +35,7 @@ class LinearAttention(Mixer):
         feature_map: str = "elu",
         normalize: bool = True,
         chunk_size: int = 64,
+        backend: str = "auto",
     ):
         super().__init__()
         positive_int("d_model", d_model)
@@ -52,6 +54,7 @@ class LinearAttention(Mixer):
             )
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.feature_map, self.normalize, self.chunk_size, self.eps = feature_map, normalize, chunk_size, 1e-6
+        self.backend = recurrence_backend(self.name, backend)
         self.phi = FEATURE_MAPS[feature_map]
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -73,7 +76,7 @@ class LinearAttention(Mixer):
     def _mix(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
         q, k, v = self._heads(x)
         o, s = gated_linear_attention(q, k, self._values(v), state=None if state is None else state["S"],
-                                      chunk_size=self.chunk_size)
+                                      chunk_size=self.chunk_size, backend=self.backend)
         return self._merge(self._output(o)), {"S": s}
 
     def forward(self, x: Tensor) -> Tensor:

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqmix.kernels.gated_linear_attention import DEFAULT_CHUNK, gated_linear_attention, gla_step
+from seqmix.kernels import SSD_BACKENDS, ssd, ssd_step
+from seqmix.kernels.gated_linear_attention import DEFAULT_CHUNK
 
 from .heads import merge_heads, split_heads
 from .mixer import Mixer, State, positive_int, register
@@ -63,14 +64,15 @@ class Mamba2(Mixer):
     """Mamba-2: in_proj -> [z | xBC | dt], causal depthwise conv + SiLU on xBC, SSD per head (+D skip),
     gated RMSNorm with z, out_proj; the official `mamba_ssm.modules.mamba2.Mamba2` block (tested against it).
 
-    The SSD runs on `kernels.gated_linear_attention` with q <- C, k <- B (each group's B and C shared by its heads),
-    v <- dt * x, log_decay <- dt * A, in at least fp32; decode keeps the last d_conv - 1 conv inputs and the
-    (nheads, d_state, headdim) state, advanced by `gla_step`.
+    The SSD runs on `kernels.ssd`, in at least fp32: gated linear attention with q <- C, k <- B (each group's B and
+    C shared by its heads), v <- dt * x, log_decay <- dt * A, or on CUDA mamba_ssm's `mamba_chunk_scan_combined`
+    (`ssd_backend`: auto, torch, fla, mamba_ssm; see kernels.ssd); decode keeps the last d_conv - 1 conv inputs and
+    the (nheads, d_state, headdim) state, advanced by `kernels.ssd_step`.
 
     Options and defaults are the official ones (d_state=128, expand=2, A_init_range=(1, 16), ...), with one change:
     `headdim=None` (default) means 64, the official value, whenever 64 divides the SSM width, else the largest
     divisor below 64, so that every d_model is a valid width (at d_model=16 the SSM width is 32). Pass headdim to
-    fix it; it must then divide d_ssm. `chunk_size` is our kernel's (64; the official 256 sizes its Triton tiles).
+    fix it; it must then divide d_ssm. `chunk_size` is the SSD's tile (64; the official 256 sizes its Triton tiles).
     The official fused-path and sharding options (use_mem_eff_path, process_group, ...) are not taken: they change
     how the official block computes, not what.
     """
@@ -98,6 +100,7 @@ class Mamba2(Mixer):
         bias: bool = False,
         conv_bias: bool = True,
         chunk_size: int = DEFAULT_CHUNK,
+        ssd_backend: str = "auto",
     ):
         super().__init__()
         for field, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand),
@@ -114,6 +117,8 @@ class Mamba2(Mixer):
         self.nheads = self.d_ssm // headdim
         if self.nheads % ngroups:
             raise ValueError(f"mamba2: ngroups={ngroups} does not divide nheads={self.nheads} (d_ssm / headdim)")
+        if ssd_backend not in SSD_BACKENDS:
+            raise ValueError(f"mamba2: unknown ssd_backend {ssd_backend!r}; choose one of {', '.join(SSD_BACKENDS)}")
         if conv_init is not None and not conv_init > 0:
             raise ValueError(f"mamba2: conv_init must be a positive number or None, got {conv_init!r}")
         self.A_init_range = _range("A_init_range", A_init_range, 0.0, strict_low=True)
@@ -124,7 +129,7 @@ class Mamba2(Mixer):
             raise ValueError(f"mamba2: dt_init_floor must be >= 0, got {dt_init_floor!r}")
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.headdim, self.ngroups, self.D_has_hdim, self.rmsnorm = headdim, ngroups, D_has_hdim, rmsnorm
-        self.norm_before_gate, self.chunk_size = norm_before_gate, chunk_size
+        self.norm_before_gate, self.chunk_size, self.ssd_backend = norm_before_gate, chunk_size, ssd_backend
         self.d_mlp = self.d_inner - self.d_ssm  # channels that skip the SSM through a SiLU-gated MLP
         self.conv_dim = self.d_ssm + 2 * ngroups * d_state  # x, B and C go through the conv together
 
@@ -151,24 +156,17 @@ class Mamba2(Mixer):
     # ---- the SSD, shared by the parallel form and the one-token step ----
 
     def _ssd_inputs(self, xbc: Tensor, dt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Post-conv xBC (B, L, conv_dim) and raw dt (B, L, H) -> q, k (B, H, L, N), v and x (B, H, L, P), log_decay
-        (B, H, L), all in the compute dtype (at least fp32)."""
+        """Post-conv xBC (B, L, conv_dim) and raw dt (B, L, H) -> kernels.ssd's x (B, H, L, P), discretised dt
+        (B, H, L), A (H,), B and C (B, G, L, N), all in the compute dtype (at least fp32)."""
         dtype = torch.promote_types(xbc.dtype, torch.float32)
         b, length, _ = xbc.shape
-        h, g, n = self.nheads, self.ngroups, self.d_state
+        g, n = self.ngroups, self.d_state
         x, B, C = xbc.to(dtype).split([self.d_ssm, g * n, g * n], dim=-1)
         dt = F.softplus(dt.to(dtype) + self.dt_bias.to(dtype))  # (B, L, H)
         if self.dt_limit != (0.0, math.inf):
             dt = dt.clamp(*self.dt_limit)
-        log_decay = (dt * -torch.exp(self.A_log.to(dtype))).transpose(1, 2)  # (B, H, L)
-        x = split_heads(x, h)  # (B, H, L, P)
-
-        def per_head(t: Tensor) -> Tensor:  # (B, L, G*N) -> (B, H, L, N): head i reads group i // (H / G)
-            t = t.view(b, length, g, 1, n).expand(b, length, g, h // g, n)
-            return t.reshape(b, length, h, n).transpose(1, 2)
-
-        v = x * dt.transpose(1, 2)[..., None]  # (B, H, L, P)
-        return per_head(C), per_head(B), v, x, log_decay
+        B, C = (t.view(b, length, g, n).transpose(1, 2) for t in (B, C))  # (B, G, L, N)
+        return split_heads(x, self.nheads), dt.transpose(1, 2), -torch.exp(self.A_log.to(dtype)), B, C
 
     def _output(self, y: Tensor, x: Tensor, z: Tensor, z0: Tensor, x0: Tensor) -> Tensor:
         """SSD output y and x (B, H, L, P), gate z (B, L, d_ssm), MLP halves (B, L, d_mlp) -> block output (B, L, D)."""
@@ -193,9 +191,9 @@ class Mamba2(Mixer):
         new_window = xbc[..., xbc.shape[-1] - (self.d_conv - 1):]
         w = self.conv1d.weight
         xbc = F.silu(F.conv1d(xbc, w, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)  # (B, L, conv_dim)
-        q, k, v, x, log_decay = self._ssd_inputs(xbc, dt)
+        x, dt, A, B, C = self._ssd_inputs(xbc, dt)
         ssm = state["ssm"] if state is not None else None
-        y, ssm = gated_linear_attention(q, k, v, log_decay=log_decay, state=ssm, chunk_size=self.chunk_size)
+        y, ssm = ssd(x, dt, A, B, C, ssm, self.chunk_size, backend=self.ssd_backend)
         out = self._output(y, x, z, z0, x0)
         return out, {"conv": new_window.to(w.dtype).contiguous(), "ssm": ssm}
 
@@ -222,8 +220,8 @@ class Mamba2(Mixer):
         xbc = (window * self.conv1d.weight[:, 0]).sum(-1)
         if self.conv1d.bias is not None:
             xbc = xbc + self.conv1d.bias
-        q, k, v, xh, log_decay = self._ssd_inputs(F.silu(xbc)[:, None].to(x.dtype), dt)
-        y, state["ssm"] = gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], log_decay[:, :, 0], state["ssm"])
+        xh, dt, A, B, C = self._ssd_inputs(F.silu(xbc)[:, None].to(x.dtype), dt)
+        y, state["ssm"] = ssd_step(xh[:, :, 0], dt[:, :, 0], A, B[:, :, 0], C[:, :, 0], state["ssm"])
         return self._output(y[:, :, None], xh, z, z0, x0)[:, 0], state
 
     # ---- accounting ----

@@ -20,6 +20,14 @@ from .heads import merge_heads, split_heads
 from .mixer import Mixer, State, positive_int
 
 
+def recurrence_backend(mixer: str, backend: str) -> str:
+    """backend is one of kernels.RECURRENCE_BACKENDS (auto, torch, fla), else a one-line ValueError."""
+    if backend not in kernels.RECURRENCE_BACKENDS:
+        choices = ", ".join(kernels.RECURRENCE_BACKENDS)
+        raise ValueError(f"{mixer}: unknown backend {backend!r}; choose one of {choices}")
+    return backend
+
+
 def state_element_size(dtype: torch.dtype) -> int:
     """Bytes per element of a recurrent state kept in fp32 (or wider, for float64 models)."""
     return torch.empty((), dtype=torch.promote_types(dtype, torch.float32)).element_size()
@@ -71,7 +79,8 @@ class RecurrentMixer(Mixer):
     q, k, v come from one projection (and an optional short conv); a subclass turns them, with the layer input, into
     the kernel's inputs (`_recurrence_inputs`). The output is normed per head, optionally gated by SiLU(g_proj(x)),
     and projected back. Decode state: the (H, dk, dv) fast-weight matrix S in fp32, the conv window when there is a
-    conv, and the position when the subclass uses rotary embeddings.
+    conv, and the position when the subclass uses rotary embeddings. `backend` picks the kernels' backend for whole
+    sequences (auto, torch, fla; see kernels.fla_backend); decode steps use the kernels' one-token step.
     """
 
     uses_position = False
@@ -88,13 +97,14 @@ class RecurrentMixer(Mixer):
         conv_bias: bool = False,
         norm_eps: float = 1e-5,
         chunk_size: int | None = None,
+        backend: str = "auto",
     ) -> None:
         """Create the shared layers; subclasses call this from their constructor after checking their options."""
         if chunk_size is not None:
             positive_int("chunk_size", chunk_size)
         self.d_model, self.n_heads, self.head_k, self.head_v = d_model, n_heads, head_k, head_v
         self.key_dim, self.value_dim = n_heads * head_k, n_heads * head_v
-        self.chunk_size = chunk_size
+        self.chunk_size, self.backend = chunk_size, recurrence_backend(self.name, backend)
         self.qkv = nn.Linear(d_model, 2 * self.key_dim + self.value_dim, bias=False)
         self.conv = ShortConv(2 * self.key_dim + self.value_dim, conv_size, conv_bias) if conv_size else None
         self.g_proj = nn.Linear(d_model, self.value_dim, bias=False) if output_gate else None
@@ -132,9 +142,9 @@ class RecurrentMixer(Mixer):
                 o, s = gla_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], g, s)
             o = o[:, :, None]
         elif self.delta:
-            o, s = kernels.delta_rule(q, k, v, beta, log_decay, s, self.chunk_size)
+            o, s = kernels.delta_rule(q, k, v, beta, log_decay, s, self.chunk_size, self.backend)
         else:
-            o, s = kernels.gated_linear_attention(q, k, v, log_decay, s, self.chunk_size)
+            o, s = kernels.gated_linear_attention(q, k, v, log_decay, s, self.chunk_size, self.backend)
         o = o.to(v.dtype)  # the kernels answer in q's dtype, which the feature map may have widened to fp32
         new_state["S"] = s
         if self.uses_position:

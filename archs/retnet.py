@@ -32,10 +32,12 @@ class RetNet(RecurrentMixer):
         output_gate: bool = True,
         norm_eps: float = 1e-5,
         chunk_size: int | None = None,
+        backend: str = "auto",
     ):
         super().__init__()
         head_k, head_v = head_dims(self.name, d_model, n_heads, expand_k, expand_v, even_k=True)
-        self._build(d_model, n_heads, head_k, head_v, output_gate, None, norm_eps=norm_eps, chunk_size=chunk_size)
+        self._build(d_model, n_heads, head_k, head_v, output_gate, None, norm_eps=norm_eps, chunk_size=chunk_size,
+                    backend=backend)
         gammas = 1.0 - 2.0 ** (-5.0 - torch.arange(n_heads, dtype=torch.float64))
         self.register_buffer("log_gamma", torch.log(gammas).float(), persistent=False)  # (H,)
 

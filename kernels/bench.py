@@ -12,8 +12,9 @@ import argparse
 import math
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -27,6 +28,12 @@ KERNELS = ("selective_scan", "gated_linear_attention", "delta_rule")
 RECURRENCES = {
     "gated_linear_attention": (None, "head", "channel"),
     "delta_rule": (None, "head"),
+}
+# each form of a recurrence: (gated linear attention, delta rule); `chunked` is our torch form, `fla` needs CUDA
+RECURRENCE_FORMS = {
+    "reference": (gla_reference, delta_rule_reference),
+    "chunked": (partial(gated_linear_attention, backend="torch"), partial(delta_rule, backend="torch")),
+    "fla": (partial(gated_linear_attention, backend="fla"), partial(delta_rule, backend="fla")),
 }
 
 
@@ -110,16 +117,18 @@ def report(rows: list[Row], lengths: Sequence[int]) -> str:
 @dataclass
 class RecurrenceRow:
     kernel: str  # e.g. "gated_linear_attention[channel]"
-    form: str  # "chunked" or "reference"
+    form: str  # a key of RECURRENCE_FORMS
     length: int
     fwd_ms: float
     fwd_bwd_ms: float
 
 
 def _recurrence_inputs(
-    kernel: str, decay: str | None, batch: int, heads: int, head_dim: int, length: int, device: str
+    kernel: str, decay: str | None, batch: int, heads: int, head_dim: int, length: int, device: str,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor | None]:
-    """Layer-like inputs: unit-norm keys for the delta rule, GLA-like decays (logsigmoid / 16), beta = sigmoid."""
+    """Layer-like inputs: unit-norm keys for the delta rule, GLA-like decays (logsigmoid / 16), beta = sigmoid; q, k,
+    v in `dtype`, decays and beta in fp32 (as the mixers give them)."""
     g = torch.Generator().manual_seed(0)
     shape = (batch, heads, length, head_dim)
     q, k, v = (torch.randn(shape, generator=g) for _ in range(3))
@@ -128,24 +137,24 @@ def _recurrence_inputs(
     decay_shape = {None: None, "head": shape[:3], "channel": shape}[decay]
     log_decay = None if decay_shape is None else torch.nn.functional.logsigmoid(torch.randn(decay_shape, generator=g)) / 16
     beta = torch.rand(shape[:3], generator=g) if kernel == "delta_rule" else None
-    ins = {"q": q, "k": k, "v": v, "beta": beta, "log_decay": log_decay}
+    ins = {"q": q.to(dtype), "k": k.to(dtype), "v": v.to(dtype), "beta": beta, "log_decay": log_decay}
     return {n: None if t is None else t.to(device).requires_grad_() for n, t in ins.items()}
+
+
+def recurrence_call(kernel: str, form: str, ins: dict[str, torch.Tensor | None]) -> Callable[[], tuple]:
+    """The zero-argument call of one form of `kernel` on `ins`, returning (o, final state)."""
+    fn = RECURRENCE_FORMS[form][kernel == "delta_rule"]
+    beta = (ins["beta"],) if kernel == "delta_rule" else ()
+    return lambda: fn(ins["q"], ins["k"], ins["v"], *beta, ins["log_decay"])
 
 
 def measure_recurrence(
     kernel: str, decay: str | None, form: str, batch: int, heads: int, head_dim: int, length: int,
-    repeats: int, warmup: int, device: str,
+    repeats: int, warmup: int, device: str, dtype: torch.dtype = torch.float32,
 ) -> RecurrenceRow:
     """Median forward (autograd on) and forward+backward wall time of one recurrence form at one length."""
-    ins = _recurrence_inputs(kernel, decay, batch, heads, head_dim, length, device)
-    fn = {
-        ("gated_linear_attention", "chunked"): lambda: gated_linear_attention(ins["q"], ins["k"], ins["v"], ins["log_decay"]),
-        ("gated_linear_attention", "reference"): lambda: gla_reference(ins["q"], ins["k"], ins["v"], ins["log_decay"]),
-        ("delta_rule", "chunked"): lambda: delta_rule(ins["q"], ins["k"], ins["v"], ins["beta"], ins["log_decay"]),
-        ("delta_rule", "reference"): lambda: delta_rule_reference(
-            ins["q"], ins["k"], ins["v"], ins["beta"], ins["log_decay"]
-        ),
-    }[kernel, form]
+    ins = _recurrence_inputs(kernel, decay, batch, heads, head_dim, length, device, dtype)
+    fn = recurrence_call(kernel, form, ins)
 
     def fwd_bwd() -> None:
         o, s = fn()

@@ -2,8 +2,9 @@
 
 Linear attention that writes by one step of gradient descent on ||k S - v||^2 (DeltaNet), optionally decaying the
 state first (Gated DeltaNet, a_t = exp(log_decay_t)). Three forms: `delta_rule_reference` (a loop over L, the
-ground truth), `delta_rule_chunked` (the WY / UT representation: parallel inside chunks, a running state across
-them) and `delta_rule_step` (one decode token). Layout (B, H, L, d); q is used as given; the state is at least fp32.
+ground truth), `delta_rule` (the chunked WY / UT representation: parallel inside chunks, a running state across
+them; on CUDA, flash-linear-attention's kernels when installed, see fla_backend) and `delta_rule_step` (one decode
+token). Layout (B, H, L, d); q is used as given; the state is at least fp32.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .gated_linear_attention import _causal_mask, by_segments, chunk_decays, pad_to_chunks
-from .validate import check_recurrence_inputs, compute_dtype, outside_autocast
+from .fla_backend import fla_delta_rule, resolve_recurrence_backend
+from .gated_linear_attention import _causal_mask, by_segments, chunk_decays, pad_to_chunks, start_state, to_dtype
+from .optional import common_dtype
+from .validate import check_recurrence_inputs, outside_autocast
 
 DEFAULT_CHUNK = 64
 
 
+@outside_autocast
 def delta_rule(
     q: Tensor,
     k: Tensor,
@@ -25,20 +29,29 @@ def delta_rule(
     log_decay: Tensor | None = None,
     state: Tensor | None = None,
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """Causal (gated) delta rule over a sequence; returns o (B, H, L, dv) and the final state (B, H, dk, dv)."""
+    """Causal (gated) delta rule over a sequence; returns o (B, H, L, dv) and the final state (B, H, dk, dv).
+
+    The chunked form: inside a chunk starting from S_0, with b_t the cumulative log decay since the chunk's start,
+    the writes u_t = beta_t (v_t - k_t S_{t-1}) satisfy (I + diag(beta) tril_{-1}(K K^T * exp(b_t - b_s))) u
+    = diag(beta) (V - diag(exp b) K S_0). So u = U - W S_0 with U and W from one unit-triangular solve per chunk
+    (independent of S_0), and only the cheap S_0-dependent part runs in a loop over chunks; memory O(L * C).
+    backend: `torch` (that form, chunks of chunk_size tokens), `fla` (flash-linear-attention, CUDA; its own tiles)
+    or `auto` (fla where it runs, else torch); see fla_backend.resolve_recurrence_backend.
+    """
     check_recurrence_inputs(
         "delta_rule", q, k, v, beta=beta, log_decay=log_decay, state=state, chunk_size=chunk_size, per_channel_decay=False
     )
-    return delta_rule_chunked(q, k, v, beta, log_decay, state, chunk_size)
-
-
-def _prepare(q, k, v, beta, log_decay, state):
-    dt = compute_dtype(q)
-    b, h, _, dk = q.shape
-    if state is None:
-        state = q.new_zeros(b, h, dk, v.shape[-1], dtype=dt)
-    return tuple(t.to(dt) if t is not None else None for t in (q, k, v, beta, log_decay, state))
+    name = resolve_recurrence_backend(backend, q.device, common_dtype(q, k, v), delta_head_k=q.shape[-1])
+    s = start_state(q, v, state)
+    if q.shape[2] == 0:
+        return v.new_zeros(v.shape, dtype=q.dtype), s
+    if name == "fla":
+        return fla_delta_rule(q, k, v, beta, log_decay, s)
+    tensors = to_dtype(s.dtype, q, k, v, beta, log_decay)
+    o, s = by_segments(_delta_segment, chunk_size or DEFAULT_CHUNK, tensors, s)
+    return o.to(q.dtype), s
 
 
 @outside_autocast
@@ -60,8 +73,8 @@ def delta_rule_reference(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """The recurrence as written, one token at a time (slow; the ground truth for the other forms)."""
-    out_dtype = q.dtype
-    q, k, v, beta, log_decay, s = _prepare(q, k, v, beta, log_decay, state)
+    s = start_state(q, v, state)
+    out_dtype, (q, k, v, beta, log_decay) = q.dtype, to_dtype(s.dtype, q, k, v, beta, log_decay)
     outs = []
     for t in range(q.shape[2]):
         g = None if log_decay is None else log_decay[:, :, t]
@@ -69,31 +82,6 @@ def delta_rule_reference(
         outs.append(o)
     o = torch.stack(outs, dim=2) if outs else v.new_zeros(v.shape)
     return o.to(out_dtype), s
-
-
-@outside_autocast
-def delta_rule_chunked(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    beta: Tensor,
-    log_decay: Tensor | None = None,
-    state: Tensor | None = None,
-    chunk_size: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Chunked WY / UT form; memory O(L * C), one triangular solve per chunk, a segment's chunks at once.
-
-    Inside a chunk starting from S_0, with b_t the cumulative log decay since the chunk's start, the writes
-    u_t = beta_t (v_t - k_t S_{t-1}) satisfy (I + diag(beta) tril_{-1}(K K^T * exp(b_t - b_s))) u
-    = diag(beta) (V - diag(exp b) K S_0). So u = U - W S_0 with U and W from one unit-triangular solve per chunk
-    (independent of S_0), and only the cheap S_0-dependent part runs in a loop over chunks.
-    """
-    out_dtype = q.dtype
-    q, k, v, beta, log_decay, state = _prepare(q, k, v, beta, log_decay, state)
-    if q.shape[2] == 0:
-        return v.new_zeros(v.shape).to(out_dtype), state
-    o, state = by_segments(_delta_segment, chunk_size or DEFAULT_CHUNK, [q, k, v, beta, log_decay], state)
-    return o.to(out_dtype), state
 
 
 def _delta_segment(

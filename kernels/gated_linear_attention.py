@@ -2,7 +2,8 @@
 
 One recurrence for the decaying fast-weight family: no decay (linear attention), one decay per head and step
 (RetNet, Mamba-2) or one per key channel (GLA). Three forms: `gla_reference` (a loop over L, the ground truth),
-`gla_chunked` (parallel inside chunks, a running state across them) and `gla_step` (one decode token).
+`gated_linear_attention` (chunked: parallel inside chunks, a running state across them; on CUDA, flash-linear-
+attention's kernels when installed, see fla_backend) and `gla_step` (one decode token).
 Layout (B, H, L, d); q is used as given (no scaling); the state is kept in at least fp32.
 """
 
@@ -14,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .fla_backend import fla_gated_linear_attention, resolve_recurrence_backend
+from .optional import common_dtype
 from .validate import check_recurrence_inputs, compute_dtype, outside_autocast
 
 DEFAULT_CHUNK = 64
@@ -24,6 +27,7 @@ FACTOR_LIMIT = 30.0
 SEGMENT_TOKENS = 1024  # tokens whose chunks are computed together (see by_segments)
 
 
+@outside_autocast
 def gated_linear_attention(
     q: Tensor,
     k: Tensor,
@@ -31,20 +35,36 @@ def gated_linear_attention(
     log_decay: Tensor | None = None,
     state: Tensor | None = None,
     chunk_size: int | None = None,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """Causal gated linear attention over a sequence; returns o (B, H, L, dv) and the final state (B, H, dk, dv)."""
+    """Causal gated linear attention over a sequence; returns o (B, H, L, dv) and the final state (B, H, dk, dv).
+
+    backend: `torch` (the chunked form, chunks of chunk_size tokens), `fla` (flash-linear-attention, CUDA; its own
+    tiles) or `auto` (fla where it runs, else torch); see fla_backend.resolve_recurrence_backend.
+    """
     check_recurrence_inputs("gated_linear_attention", q, k, v, log_decay=log_decay, state=state, chunk_size=chunk_size)
-    return gla_chunked(q, k, v, log_decay, state, chunk_size)
+    name = resolve_recurrence_backend(backend, q.device, common_dtype(q, k, v))
+    s = start_state(q, v, state)
+    if q.shape[2] == 0:
+        return v.new_zeros(v.shape, dtype=q.dtype), s
+    if name == "fla":
+        return fla_gated_linear_attention(q, k, v, log_decay, s)
+    o, s = by_segments(_gla_segment, chunk_size or DEFAULT_CHUNK, to_dtype(s.dtype, q, k, v, log_decay), s)
+    return o.to(q.dtype), s
 
 
-def _prepare(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, state: Tensor | None):
-    """Cast to the compute dtype (fp32 or wider) and give an explicit zero starting state."""
+def start_state(q: Tensor, v: Tensor, state: Tensor | None) -> Tensor:
+    """The state a recurrence starts from, in its compute dtype (fp32 or wider): `state`, or zeros (B, H, dk, dv)."""
     dt = compute_dtype(q)
-    b, h, _, dk = q.shape
     if state is None:
-        state = q.new_zeros(b, h, dk, v.shape[-1], dtype=dt)
-    cast = (t.to(dt) if t is not None else None for t in (q, k, v, log_decay, state))
-    return dt, *cast
+        b, h, _, dk = q.shape
+        return q.new_zeros(b, h, dk, v.shape[-1], dtype=dt)
+    return state.to(dt)
+
+
+def to_dtype(dtype: torch.dtype, *tensors: Tensor | None) -> list[Tensor | None]:
+    """Each tensor cast to `dtype` (None stays None)."""
+    return [t.to(dtype) if t is not None else None for t in tensors]
 
 
 @outside_autocast
@@ -52,8 +72,8 @@ def gla_reference(
     q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """The recurrence as written, one token at a time (slow; the ground truth for the other forms)."""
-    out_dtype = q.dtype
-    _, q, k, v, log_decay, s = _prepare(q, k, v, log_decay, state)
+    s = start_state(q, v, state)
+    out_dtype, (q, k, v, log_decay) = q.dtype, to_dtype(s.dtype, q, k, v, log_decay)
     outs = []
     for t in range(q.shape[2]):
         o, s = gla_step(q[:, :, t], k[:, :, t], v[:, :, t], None if log_decay is None else log_decay[:, :, t], s)
@@ -175,25 +195,6 @@ def pad_to_chunks(size: int, *tensors: Tensor | None) -> tuple[int, list[Tensor 
             t = F.pad(t, (0, 0) * (t.dim() - 3) + (0, pad))
         out.append(t)
     return (length + pad) // size, out
-
-
-@outside_autocast
-def gla_chunked(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    log_decay: Tensor | None = None,
-    state: Tensor | None = None,
-    chunk_size: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Chunked form: quadratic inside a chunk of C tokens, a running state across chunks; memory O(L * C)."""
-    out_dtype = q.dtype
-    _, q, k, v, log_decay, state = _prepare(q, k, v, log_decay, state)
-    if q.shape[2] == 0:
-        return v.new_zeros(v.shape).to(out_dtype), state
-    size = chunk_size or DEFAULT_CHUNK
-    o, state = by_segments(_gla_segment, size, [q, k, v, log_decay], state)
-    return o.to(out_dtype), state
 
 
 def _gla_segment(

@@ -7,6 +7,11 @@ Sections, in order, each written to DIR/gpu_check.json and DIR/gpu_check.md as s
   parity     every scan backend that runs here (triton, mamba_ssm, torch; ref in a dry run) against each other at
              Mamba-130M's layer shape (d_inner 1536, d_state 16, L 2048, fp32): outputs and all eight gradients
   scan       forward and forward+backward ms per backend, L = 512 ... 65536 at a fixed 64k tokens per batch (bf16)
+  recurrence_parity, recurrences
+             gated linear attention (no, per-head, per-channel decay) and the delta rule (no, per-head decay): fla's
+             kernels (where fla-core runs) against our torch form (and the sequential reference in a dry run) at
+             B 2, H 8, L 2048, dk = dv = 64, fp32, outputs, final states and all gradients; then fwd and fwd+bwd ms
+             per form at L = 2048 and 16384, 64k tokens per batch (bf16)
   attention  causal SDPA (12 heads of 64, bf16) forward and forward+backward ms at the same lengths and batches
   decode     `seqmix bench --modes decode` for attention, linear attention and Mamba at ~100M non-embedding
              parameters (12 layers), run as a subprocess: tokens/s of one decode step at a 2048-token context
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 
 from . import bench
 from .dispatch import available_backends, selective_scan
+from .fla_backend import resolve_recurrence_backend
 from .timing import median_ms
 
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -43,6 +49,8 @@ class Shapes:
     """Everything the check sizes: the GPU run's defaults, or `tiny()` for a dry run."""
 
     parity: dict = field(default_factory=lambda: dict(batch=2, dim=1536, d_state=16, length=2048))
+    recurrence_parity: dict = field(default_factory=lambda: dict(batch=2, heads=8, head_dim=64, length=2048))
+    recurrence_lengths: tuple[int, ...] = (2048, 16384)
     scan_dim: int = 1536
     d_state: int = 16
     lengths: tuple[int, ...] = tuple(2**k for k in range(9, 17))  # 512 ... 65536
@@ -61,6 +69,7 @@ class Shapes:
     def tiny() -> Shapes:
         return Shapes(
             parity=dict(batch=1, dim=4, d_state=3, length=20), scan_dim=4, d_state=3, lengths=(16, 32), tokens=32,
+            recurrence_parity=dict(batch=1, heads=2, head_dim=4, length=20), recurrence_lengths=(16, 32),
             heads=2, head_dim=8, dtype="float32", repeats=1,
             decode_args=("--params", "20000", "--n-layers", "2", "--seq-lens", "16", "--decode-batch", "2",
                          "--decode-steps", "2", "--repeats", "1", "--warmup", "0", "--no-isolate", "--threads", "1"),
@@ -69,6 +78,16 @@ class Shapes:
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12)).item()
+
+
+def _pairs(results: dict[str, dict[str, torch.Tensor]], tol: float, **label) -> list[dict]:
+    """Each pair of backends' max relative error per compared tensor, the worst one, and whether it is within tol."""
+    rows = []
+    for a, b in itertools.combinations(results, 2):
+        errs = {name: _rel_err(results[a][name], results[b][name]) for name in results[a]}
+        worst = max(errs, key=errs.get)
+        rows.append(dict(**label, a=a, b=b, max_rel_err=errs, worst=worst, ok=errs[worst] <= tol))
+    return rows
 
 
 def check_parity(backends: Sequence[str], batch: int, dim: int, d_state: int, length: int, device: str, tol: float) -> list:
@@ -80,11 +99,34 @@ def check_parity(backends: Sequence[str], batch: int, dim: int, d_state: int, le
         out = selective_scan(*ins, delta_softplus=True, backend=backend)
         out.backward(grad)
         results[backend] = {"out": out.detach(), **{n: t.grad for n, t in zip(GRAD_NAMES, ins, strict=True)}}
+    return _pairs(results, tol)
+
+
+def recurrence_forms(device: str, dry_run: bool) -> list[str]:
+    """The recurrence forms to compare here: fla where it runs, our torch form, the sequential reference in a dry run."""
+    try:
+        fla = [resolve_recurrence_backend("fla", device)]
+    except RuntimeError:
+        fla = []
+    return fla + ["chunked"] + (["reference"] if dry_run else [])
+
+
+def check_recurrence_parity(forms: Sequence[str], batch: int, heads: int, head_dim: int, length: int, device: str,
+                            tol: float) -> list[dict]:
+    """Every kind of each recurrence through every form, same inputs and upstream gradients; compare each pair."""
     rows = []
-    for a, b in itertools.combinations(backends, 2):
-        errs = {name: _rel_err(results[a][name], results[b][name]) for name in results[a]}
-        worst = max(errs, key=errs.get)
-        rows.append(dict(a=a, b=b, max_rel_err=errs, worst=worst, ok=errs[worst] <= tol))
+    for kernel, decays in bench.RECURRENCES.items():
+        for decay in decays:
+            results = {}
+            for form in forms:
+                ins = bench._recurrence_inputs(kernel, decay, batch, heads, head_dim, length, device)
+                o, s = bench.recurrence_call(kernel, form, ins)()
+                g = torch.Generator().manual_seed(1)
+                w_o, w_s = (torch.randn(t.shape, generator=g).to(device) for t in (o, s))
+                ((o * w_o).sum() + (s * w_s).sum()).backward()
+                grads = {n: t.grad for n, t in ins.items() if t is not None}
+                results[form] = {"out": o.detach(), "state": s.detach(), **grads}
+            rows += _pairs(results, tol, kernel=f"{kernel}[{decay or 'none'}]")
     return rows
 
 
@@ -117,6 +159,23 @@ def time_scans(backends: Sequence[str], s: Shapes, device: str, deadline: float)
                 return dict(fwd_ms=r.fwd_ms, fwd_bwd_ms=r.fwd_bwd_ms)
 
             rows.append(dict(backend=backend, length=length, batch=batch, **_guarded(run, deadline, device)))
+    return rows
+
+
+def time_recurrences(forms: Sequence[str], s: Shapes, device: str, deadline: float) -> list[dict]:
+    """Forward and forward+backward ms of each recurrence kind and form at each recurrence length (batch = tokens // L)."""
+    rows = []
+    for kernel, decays in bench.RECURRENCES.items():
+        for decay, form, length in itertools.product(decays, forms, s.recurrence_lengths):
+            batch = max(1, s.tokens // length)
+
+            def run(kernel=kernel, decay=decay, form=form, length=length, batch=batch):
+                r = bench.measure_recurrence(kernel, decay, form, batch, s.heads, s.head_dim, length, s.repeats, 1,
+                                             device, getattr(torch, s.dtype))
+                return dict(fwd_ms=r.fwd_ms, fwd_bwd_ms=r.fwd_bwd_ms)
+
+            label = dict(kernel=f"{kernel}[{decay or 'none'}]", form=form, length=length, batch=batch)
+            rows.append(dict(**label, **_guarded(run, deadline, device)))
     return rows
 
 
@@ -185,7 +244,7 @@ def to_markdown(report: dict) -> str:
         f"# seqmix GPU check{' (dry run)' if report['dry_run'] else ''}",
         "",
         f"{env['device_name']}; torch {env['torch']}, triton {env['triton']}, mamba_ssm {env['mamba_ssm']}, "
-        f"causal_conv1d {env['causal_conv1d']}; {report['elapsed_s']:.0f} s; "
+        f"causal_conv1d {env['causal_conv1d']}, fla-core {env['fla_core']}; {report['elapsed_s']:.0f} s; "
         f"parity {'ok' if report['ok'] else 'FAILED'}",
         "",
         "## Scan parity (max |a - b| / max |b|)",
@@ -201,6 +260,19 @@ def to_markdown(report: dict) -> str:
     for r in report["scan"] + report["attention"]:
         lines.append(
             f"| {r['backend']} | {r['length']} | {r['batch']} | {_fmt(r.get('fwd_ms', '-'))} | "
+            f"{_fmt(r.get('fwd_bwd_ms', '-'))} | {r['status']} |"
+        )
+    lines += ["", "## Recurrence parity (max |a - b| / max |b|)", "", "| kernel | a | b | out | state | worst | ok |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in report["recurrence_parity"]:
+        e = r["max_rel_err"]
+        lines.append(f"| {r['kernel']} | {r['a']} | {r['b']} | {e['out']:.1e} | {e['state']:.1e} | "
+                     f"{r['worst']} {e[r['worst']]:.1e} | {'yes' if r['ok'] else 'NO'} |")
+    lines += ["", "## Recurrence time (ms)", "", "| kernel | form | L | batch | fwd | fwd+bwd | status |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in report["recurrences"]:
+        lines.append(
+            f"| {r['kernel']} | {r['form']} | {r['length']} | {r['batch']} | {_fmt(r.get('fwd_ms', '-'))} | "
             f"{_fmt(r.get('fwd_bwd_ms', '-'))} | {r['status']} |"
         )
     lines += ["", "## Decode (one step, tokens/s)", ""]
@@ -238,19 +310,25 @@ def run_check(out_dir: str, dry_run: bool = False, time_budget: float = 300.0, d
     env = dict(
         device=device, device_name=torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu",
         torch=torch.__version__, triton=_version("triton"), mamba_ssm=_version("mamba-ssm"),
-        causal_conv1d=_version("causal-conv1d"), backends=found,
+        causal_conv1d=_version("causal-conv1d"), fla_core=_version("fla-core"), backends=found,
     )  # fmt: skip
-    report = dict(dry_run=dry_run, environment=env, shapes=asdict(s), parity=[], scan=[], attention=[], decode=[])
+    forms = recurrence_forms(device, dry_run)
+    env["recurrence_forms"] = forms
+    report = dict(dry_run=dry_run, environment=env, shapes=asdict(s), parity=[], scan=[], recurrence_parity=[],
+                  recurrences=[], attention=[], decode=[])
     report.update(ok=True, elapsed_s=0.0)
 
     def done(section: str, rows: list) -> None:
         report[section] = rows
-        report["ok"] = all(r["ok"] for r in report["parity"])
+        report["ok"] = all(r["ok"] for r in report["parity"] + report["recurrence_parity"])
         report["elapsed_s"] = time.monotonic() - start
         _write(report, out_dir)
 
     done("parity", check_parity(parity_backends, **s.parity, device=device, tol=s.tol))
-    done("scan", time_scans(timed, s, device, deadline=start + 0.55 * time_budget))
+    done("scan", time_scans(timed, s, device, deadline=start + 0.45 * time_budget))
+    done("recurrence_parity", check_recurrence_parity(forms, **s.recurrence_parity, device=device, tol=s.tol))
+    timed_forms = [f for f in forms if f != "reference"]
+    done("recurrences", time_recurrences(timed_forms, s, device, deadline=start + 0.6 * time_budget))
     done("attention", time_attention(s, device, deadline=start + 0.7 * time_budget))
     remaining = time_budget - (time.monotonic() - start) - 5
     done("decode", measure_decode(s, device, out_dir, timeout=remaining))

@@ -1,4 +1,4 @@
-"""Early, explicit checks of kernel inputs (gated linear attention, delta rule), shared by every form."""
+"""Early, explicit checks of kernel inputs (gated linear attention, delta rule, Mamba-2's SSD), shared by every form."""
 
 from __future__ import annotations
 
@@ -72,9 +72,42 @@ def check_recurrence_inputs(
         raise ValueError(
             f"{fn}: state must have shape (batch, heads, dk, dv) = {(b, h, dk, v.shape[-1])}; got {_shape(state)}"
         )
+    _check_chunk_and_device(fn, chunk_size, {"q": q, "k": k, "v": v, "beta": beta, "log_decay": log_decay, "state": state})
+
+
+def check_ssd_inputs(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None, chunk_size: int | None = None
+) -> None:
+    """Raise a one-line ValueError naming the bad input of Mamba-2's SSD and what would be valid."""
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"ssd: x must be a floating-point (batch, heads, seqlen, headdim) tensor; got {_shape(x)} {x.dtype}")
+    b, h, length, p = x.shape
+    if _shape(dt) != (b, h, length):
+        raise ValueError(f"ssd: dt must have shape (batch, heads, seqlen) = {(b, h, length)}; got {_shape(dt)}")
+    if _shape(A) != (h,):
+        raise ValueError(f"ssd: A must have shape (heads,) = ({h},); got {_shape(A)}")
+    if B.dim() != 4 or _shape(B)[::2] != (b, length) or B.shape[1] < 1 or h % B.shape[1]:
+        raise ValueError(
+            f"ssd: B must have shape (batch, groups, seqlen, d_state) = ({b}, G, {length}, N) with G dividing "
+            f"heads={h}; got {_shape(B)}"
+        )
+    if _shape(C) != _shape(B):
+        raise ValueError(f"ssd: C must have B's shape {_shape(B)}; got {_shape(C)}")
+    if state is not None and _shape(state) != (b, h, B.shape[-1], p):
+        raise ValueError(
+            f"ssd: state must have shape (batch, heads, d_state, headdim) = {(b, h, B.shape[-1], p)}; got {_shape(state)}"
+        )
+    if A.numel() and not A.detach().max() <= 0:  # also catches NaN
+        raise ValueError(f"ssd: A must be <= 0 (a decay exp(dt A) in (0, 1]); got a maximum of {A.max().item():g}")
+    if dt.numel() and not dt.detach().min() >= 0:
+        raise ValueError(f"ssd: dt must be >= 0 (discretised, e.g. softplus); got a minimum of {dt.min().item():g}")
+    _check_chunk_and_device("ssd", chunk_size, {"x": x, "dt": dt, "A": A, "B": B, "C": C, "state": state})
+
+
+def _check_chunk_and_device(fn: str, chunk_size: int | None, tensors: dict[str, Tensor | None]) -> None:
+    """A chunked kernel's chunk_size is a positive int or None, and its input tensors share one device."""
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"{fn}: chunk_size must be a positive integer or None; got {chunk_size!r}")
-    tensors = {"q": q, "k": k, "v": v, "beta": beta, "log_decay": log_decay, "state": state}
     devices = {name: t.device for name, t in tensors.items() if t is not None}
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{name} on {dev}" for name, dev in devices.items())

@@ -26,9 +26,11 @@ OPTION_CASES = [
 def import_official(triton_interpret: bool = False) -> types.ModuleType:
     """mamba_ssm.modules.mamba2 with the missing CUDA extensions stubbed; skip the test if mamba-ssm is absent.
 
-    With triton_interpret (a process started with TRITON_INTERPRET=1), two shims let the official Triton kernels run
-    on CPU tensors: every `triton.autotune` keeps its first config (the interpreter cannot benchmark several), and
-    `torch.cuda.device(index)` is a no-op (the kernels enter it with `x.device.index`, which is None on CPU).
+    With triton_interpret (a process started with TRITON_INTERPRET=1), three shims let the official Triton kernels
+    run on CPU tensors: every `triton.autotune` keeps its first config (the interpreter cannot benchmark several),
+    `torch.cuda.device(index)` is a no-op (the kernels enter it with `x.device.index`, which is None on CPU), and
+    `torch.cuda.get_device_properties` reports one SM (the SSD's backward sizes its grid by the SM count, which changes
+    how heads are split between programs, not what they compute).
     """
     if importlib.util.find_spec("mamba_ssm") is None:
         pytest.skip("mamba-ssm not installed (pip install seqmix[cuda]; .ci/run installs it)")
@@ -38,6 +40,7 @@ def import_official(triton_interpret: bool = False) -> types.ModuleType:
         autotune = triton.autotune
         triton.autotune = lambda configs, key, **kw: autotune(configs=configs[:1], key=key, **kw)
         torch.cuda.device = lambda index: contextlib.nullcontext()
+        torch.cuda.get_device_properties = lambda device: types.SimpleNamespace(multi_processor_count=1)
     for extension in ("selective_scan_cuda", "causal_conv1d_cuda"):  # CUDA-only; nothing here calls into them
         sys.modules.setdefault(extension, types.ModuleType(extension))
     import mamba_ssm.modules.mamba2 as official

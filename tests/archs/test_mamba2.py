@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from seqmix.archs import LanguageModel, Mamba2, ModelConfig
 from seqmix.archs.mamba2 import GatedRMSNorm, default_headdim
 from seqmix.kernels.gated_linear_attention import gla_reference
+from seqmix.kernels.ssd import gla_inputs
 
 
 @pytest.mark.parametrize(
@@ -48,8 +49,8 @@ def test_forward_is_the_sequential_recurrence():
     u = torch.randn(2, 13, 16, dtype=torch.float64)
     z0, x0, z, xbc, dt = mixer._split(mixer.in_proj(u))
     xbc = torch.nn.functional.silu(mixer.conv1d(xbc.transpose(1, 2))[..., :13]).transpose(1, 2)
-    q, k, v, x, log_decay = mixer._ssd_inputs(xbc, dt)
-    y, _ = gla_reference(q, k, v, log_decay)
+    x, dt, A, B, C = mixer._ssd_inputs(xbc, dt)
+    y, _ = gla_reference(*gla_inputs(x, dt, A, B, C))
     torch.testing.assert_close(mixer(u), mixer._output(y, x, z, z0, x0))
 
 

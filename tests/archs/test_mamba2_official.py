@@ -16,8 +16,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import subprocess
-import sys
 import types
 
 import pytest
@@ -29,10 +27,10 @@ from hypothesis import strategies as st
 from seqmix.archs import LanguageModel, ModelConfig
 from seqmix.archs.mamba2 import default_headdim
 
+from ..interpreted import run_interpreted
 from .mamba2_official import OPTION_CASES, import_official, official_ssm_state, perturbed_twin, twin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 # the official pure-PyTorch step takes ngroups == 1 only, breaks on D_has_hdim and does not clamp dt to dt_limit
 DECODE_CASES = [c for c in OPTION_CASES if c[1].get("ngroups", 1) == 1 and not {"D_has_hdim", "dt_limit"} & set(c[1])]
 
@@ -176,12 +174,7 @@ def test_init_survives_the_backbone_and_skips_weight_decay():
 def test_official_triton_kernels_match_in_an_interpreted_process() -> None:
     if importlib.util.find_spec("triton") is None or importlib.util.find_spec("mamba_ssm") is None:
         pytest.skip("triton and mamba-ssm are needed for the official Triton kernels")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(HERE, "mamba2_triton_cases.py")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    assert proc.returncode == 0, f"official Triton cases failed ({summary}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
-    assert " passed" in summary and "skipped" not in summary, summary
+    run_interpreted(os.path.join(HERE, "mamba2_triton_cases.py"), "official Triton cases", timeout=600)
 
 
 @settings(max_examples=15, deadline=None)

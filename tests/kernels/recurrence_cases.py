@@ -1,16 +1,17 @@
-"""Random inputs for the linear-recurrence kernels (gated linear attention, delta rule), a relative-error helper, and
-the check that a kernel's chunked form matches its sequential reference."""
+"""Random inputs for the linear-recurrence kernels (gated linear attention, delta rule, Mamba-2's SSD), a
+relative-error helper, and the check that a kernel's chunked form matches its sequential reference."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from seqmix.kernels.delta_rule import delta_rule_chunked, delta_rule_reference, delta_rule_step
-from seqmix.kernels.gated_linear_attention import gla_chunked, gla_reference, gla_step
+from seqmix.kernels.delta_rule import delta_rule, delta_rule_reference, delta_rule_step
+from seqmix.kernels.gated_linear_attention import gated_linear_attention, gla_reference, gla_step
 
 DECAYS = (None, "head", "channel")  # no decay, one log decay per (head, step), one per (head, step, key channel)
 
@@ -54,6 +55,20 @@ def recurrence_inputs(
     return {name: None if t is None else t.to(dtype) for name, t in ins.items()}
 
 
+def ssd_inputs(b: int = 2, h: int = 4, g: int = 2, length: int = 13, p: int = 3, n: int = 5, seed: int = 0,
+               dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
+    """Mamba-2 SSD inputs: x, discretised dt >= 0, A <= 0, grouped B and C, and a nonzero start state."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen, dtype=dtype)
+
+    dt = torch.nn.functional.softplus(r(b, h, length))
+    A = -torch.rand(h, generator=gen, dtype=dtype)
+    return {"x": r(b, h, length, p), "dt": dt, "A": A, "B": r(b, g, length, n), "C": r(b, g, length, n),
+            "state": r(b, h, n, p)}
+
+
 def leaves(ins: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
     """Fresh copies that require grad, so two forms can be differentiated independently."""
     return {n: None if t is None else t.detach().clone().requires_grad_() for n, t in ins.items()}
@@ -87,12 +102,14 @@ class Recurrence:
 
 
 def check_forms_agree(rec: Recurrence, b: int, h: int, length: int, dk: int, dv: int, decay: str | None,
-                      chunk: int | None, start_state: bool = True, seed: int = 0, decay_scale: float = 1.0) -> None:
-    """The chunked form matches the sequential reference: outputs, final state (fp32) and every input's gradient."""
+                      chunk: int | None, start_state: bool = True, seed: int = 0, decay_scale: float = 1.0,
+                      form: Callable | None = None) -> None:
+    """The chunked form (or `form`, called like it) matches the sequential reference: outputs, final state (fp32)
+    and every input's gradient."""
     ins = rec.inputs(b, h, length, dk, dv, decay, seed=seed, start_state=start_state, decay_scale=decay_scale)
     ref_in, chk_in = leaves(ins), leaves(ins)
     o_ref, s_ref = rec.run(rec.reference, ref_in)
-    o, s = rec.run(rec.chunked, chk_in, chunk_size=chunk)
+    o, s = rec.run(form or rec.chunked, chk_in, chunk_size=chunk)
     assert o.shape == (b, h, length, dv) and s.shape == (b, h, dk, dv) and s.dtype == torch.float32
     assert rel_err(o, o_ref) <= rec.tol and rel_err(s, s_ref) <= rec.tol
     g = torch.Generator().manual_seed(seed + 1)
@@ -106,6 +123,8 @@ def check_forms_agree(rec: Recurrence, b: int, h: int, length: int, dk: int, dv:
 
 # norm-wise relative error allowed between fp32 forms. GLA: measured ~1e-7 outputs, ~1e-6 gradients. Delta rule:
 # ~1e-7 to 1e-6 with L2-normalised keys (a contraction only for beta * ||k||^2 <= 2, so raw keys amplify rounding)
-GLA = Recurrence("gla", gla_reference, gla_chunked, gla_step, DECAYS, beta=False, tol=1e-5)
-DELTA = Recurrence("delta_rule", delta_rule_reference, delta_rule_chunked, delta_rule_step, (None, "head"), beta=True,
-                   tol=1e-5)
+# the chunked forms are the public kernels' torch backend
+GLA = Recurrence("gla", gla_reference, partial(gated_linear_attention, backend="torch"), gla_step, DECAYS, beta=False,
+                 tol=1e-5)
+DELTA = Recurrence("delta_rule", delta_rule_reference, partial(delta_rule, backend="torch"), delta_rule_step,
+                   (None, "head"), beta=True, tol=1e-5)

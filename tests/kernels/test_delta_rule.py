@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqmix import kernels
-from seqmix.kernels.delta_rule import delta_rule_chunked, delta_rule_step
+from seqmix.kernels.delta_rule import delta_rule_step
 
 from .recurrence_cases import DELTA, check_forms_agree, leaves, rel_err
 
@@ -75,7 +75,7 @@ def test_bf16_autocast_changes_nothing_inside_the_kernel():
     def run(enabled: bool):
         xs = leaves(ins)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            o, s = DELTA.run(delta_rule_chunked, xs, chunk_size=8)
+            o, s = DELTA.run(DELTA.chunked, xs, chunk_size=8)
             y, s2 = delta_rule_step(*(xs[n][:, :, 0] for n in ("q", "k", "v", "beta", "log_decay")), s)
         (o.sum() + s2.sum() + y.sum()).backward()  # outside autocast, as Lightning runs it
         return [o, s2, y] + [t.grad for t in xs.values() if t is not None]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqmix import kernels
-from seqmix.kernels.gated_linear_attention import gla_chunked, gla_reference, gla_step
+from seqmix.kernels.gated_linear_attention import gla_reference, gla_step
 
 from .recurrence_cases import GLA, check_forms_agree, leaves, recurrence_inputs, rel_err
 
@@ -29,7 +29,7 @@ def test_per_channel_chunks_with_wide_and_narrow_decay_spans():
     ins["log_decay"] = ld
     ref_in, chk_in = leaves(ins), leaves(ins)
     o_ref, s_ref = GLA.run(gla_reference, ref_in)
-    o, s = GLA.run(gla_chunked, chk_in, chunk_size=16)
+    o, s = GLA.run(GLA.chunked, chk_in, chunk_size=16)
     assert rel_err(o, o_ref) <= TOL and rel_err(s, s_ref) <= TOL
     (o_ref.square().sum() + s_ref.sum()).backward()
     (o.square().sum() + s.sum()).backward()
@@ -95,7 +95,7 @@ def test_bf16_autocast_changes_nothing_inside_the_kernel():
     def run(enabled: bool):
         xs = leaves(ins)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            o, s = GLA.run(gla_chunked, xs, chunk_size=8)
+            o, s = GLA.run(GLA.chunked, xs, chunk_size=8)
             y, s2 = gla_step(xs["q"][:, :, 0], xs["k"][:, :, 0], xs["v"][:, :, 0], xs["log_decay"][:, :, 0], s)
         (o.sum() + s2.sum() + y.sum()).backward()  # outside autocast, as Lightning runs it
         return [o, s2, y] + [t.grad for t in xs.values() if t is not None]

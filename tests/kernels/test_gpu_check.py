@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from seqmix.kernels import gpu_check
+from seqmix.kernels import bench, gpu_check
 
 
 @pytest.mark.slow  # every section at tiny shapes, decode through a `seqmix bench` subprocess: ~20 s on 2 cores
@@ -16,7 +16,8 @@ def test_dry_run_writes_every_section(tmp_path, capsys) -> None:
     assert gpu_check.main(["--dry-run", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["dry_run"] and report["ok"]
-    assert {"device", "device_name", "torch", "triton", "mamba_ssm", "causal_conv1d", "backends"} <= set(report["environment"])
+    env_keys = {"device", "device_name", "torch", "triton", "mamba_ssm", "causal_conv1d", "fla_core", "backends"}
+    assert env_keys <= set(report["environment"]) and report["environment"]["recurrence_forms"] == ["chunked", "reference"]
     pairs = {(r["a"], r["b"]) for r in report["parity"]}
     assert ("torch", "ref") in pairs
     for r in report["parity"]:
@@ -29,13 +30,22 @@ def test_dry_run_writes_every_section(tmp_path, capsys) -> None:
     for r in report["scan"] + report["attention"]:
         assert r["status"] == "ok" and 0 < r["fwd_ms"] and 0 < r["fwd_bwd_ms"], r
         assert r["batch"] == max(1, report["shapes"]["tokens"] // r["length"])
+    kinds = [f"{k}[{d or 'none'}]" for k, decays in bench.RECURRENCES.items() for d in decays]
+    assert [(r["kernel"], r["a"], r["b"]) for r in report["recurrence_parity"]] == [(k, "chunked", "reference") for k in kinds]
+    assert all(r["ok"] and {"out", "state", "q", "k", "v"} <= set(r["max_rel_err"]) for r in report["recurrence_parity"])
+    rec_lengths = report["shapes"]["recurrence_lengths"]
+    assert [(r["kernel"], r["form"], r["length"]) for r in report["recurrences"]] == [
+        (k, "chunked", L) for k in kinds for L in rec_lengths]
+    for r in report["recurrences"]:
+        assert r["status"] == "ok" and 0 < r["fwd_ms"] and 0 < r["fwd_bwd_ms"], r
     assert sorted(r["mixer"] for r in report["decode"]) == ["attention", "linear_attention", "mamba"]
     assert all(r["status"] == "ok" and float(r["tokens_per_s"]) > 0 for r in report["decode"])
     md = (tmp_path / "gpu_check.md").read_text()
-    for head in ("## Scan parity", "## Scan and attention time (ms)", "## Decode (one step, tokens/s)"):
+    for head in ("## Scan parity", "## Scan and attention time (ms)", "## Recurrence parity", "## Recurrence time (ms)",
+                 "## Decode (one step, tokens/s)"):
         assert head in md
-    rows = len(report["scan"]) + len(report["attention"]) + len(report["decode"])
-    assert md.count("| ok |") == 1 + rows  # the parity table's header ends in "| ok |" too
+    rows = len(report["scan"]) + len(report["attention"]) + len(report["recurrences"]) + len(report["decode"])
+    assert md.count("| ok |") == 2 + rows  # the two parity tables' headers end in "| ok |" too
     assert md in capsys.readouterr().out
 
 
@@ -63,6 +73,20 @@ def test_parity_flags_a_wrong_backend(monkeypatch) -> None:
     monkeypatch.setattr(gpu_check, "selective_scan", skewed)
     (row,) = gpu_check.check_parity(["torch", "ref"], batch=1, dim=2, d_state=2, length=6, device="cpu", tol=1e-3)
     assert not row["ok"] and row["max_rel_err"]["out"] == pytest.approx(0.01 / 1.0, rel=0.05)
+
+
+def test_recurrence_parity_flags_a_wrong_form(monkeypatch) -> None:
+    real = bench.recurrence_call
+
+    def skewed(kernel, form, ins):
+        call = real(kernel, form, ins)
+        return (lambda: tuple(t * 1.01 for t in call())) if form == "chunked" and kernel == "delta_rule" else call
+
+    monkeypatch.setattr(bench, "recurrence_call", skewed)
+    rows = gpu_check.check_recurrence_parity(["chunked", "reference"], 1, 2, 4, 9, device="cpu", tol=1e-3)
+    assert [r["ok"] for r in rows] == [True, True, True, False, False]
+    assert all(r["max_rel_err"]["out"] == pytest.approx(0.01, rel=0.05) for r in rows if not r["ok"])
+    assert all(e < 1e-5 for r in rows if r["ok"] for e in r["max_rel_err"].values())
 
 
 def test_guard_reports_budget_and_out_of_memory() -> None:
