@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
-import inspect
 import re
 from collections.abc import Iterable
+
+from jsonargparse import ArgumentParser
 
 from .dotted import import_object
 
@@ -15,15 +16,14 @@ _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "E
 
 
 def init_options(class_path: str) -> list[str] | None:
-    """The keyword options of a class given by import path (what its init_args may hold), or None if not importable."""
+    """The keyword options of a class given by import path (what its init_args may hold, with a `**kwargs` passed on
+    to a parent resolved to the parent's options as jsonargparse resolves it), or None if not importable."""
     module = class_path.rpartition(".")[0]
     try:
-        cls = import_object(class_path)
-        params = inspect.signature(cls.__init__).parameters
+        options = ArgumentParser().add_class_arguments(import_object(class_path), fail_untyped=False)
     except (ImportError, AttributeError, ValueError, TypeError):
         return None
-    skip = {"self", "args", "kwargs", "d_model"} if "archs" in module else {"self", "args", "kwargs"}
-    return [p for p in params if p not in skip]
+    return [o for o in options if o != "d_model"] if "archs" in module else options
 
 
 def one_line(message: str, known_options: Iterable[str] = (), command: str = "seqmix <command>") -> str:

@@ -3,12 +3,19 @@
 Seeded determinism, disjoint splits of the asked sizes, the batch contract, labels only at the answers, a uniform
 `generate(n, seq_len, depth, generator)`, and impossible settings rejected early in one line."""
 
+import inspect
+
 import pytest
 import torch
+import yaml
+from jsonargparse import ArgumentParser
 
 from seqmix.train.data import IGNORE_INDEX, TASKS, get_task, task_name
 from seqmix.train.data.synthetic import SyntheticDataModule, row_keys
 from seqmix.train.data.tasks import class_path, register_task
+from seqmix.train.main import main
+from seqmix.train.messages import init_options
+from seqmix.train.tools.evaluate.tasks import build_task
 
 CASES = {
     # name -> (tiny constructor options, supervised positions per example)
@@ -24,6 +31,8 @@ CASES = {
     "permutation": (dict(seq_len=6, degree=3, num_train=60, num_val=12, num_test=10), 1),
 }
 SIZES = {"train": 60, "val": 12, "test": 10}
+FILLED_IN = {"parity": {"degree"}, "mqar": {"num_train", "num_val", "num_test"}}
+"""Options of a parent's __init__ that a task passes on itself instead of taking them (MQAR names the sizes its way)."""
 
 
 def test_every_registered_task_has_a_case():
@@ -105,6 +114,87 @@ def test_impossible_settings_are_rejected_in_one_line(task):
         with pytest.raises(ValueError) as err:
             call()
         assert "\n" not in str(err.value) and ("seq_len" in str(err.value) or "n must be" in str(err.value))
+
+
+def declared_options(cls: type) -> dict[str, object]:
+    """Every option along cls's __init__ chain (followed while an __init__ takes **kwargs), with the default of the
+    nearest class that declares it, less those the task fills in: the slow reference for jsonargparse's resolution."""
+    options: dict[str, object] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        for p in params:
+            if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD:
+                options.setdefault(p.name, p.default)
+        if all(p.kind is not p.VAR_KEYWORD for p in params):
+            break
+    return {k: v for k, v in options.items() if k not in FILLED_IN.get(cls.task_name, set())}
+
+
+def test_the_parser_lists_every_shared_option_with_the_tasks_defaults(task):
+    name, dm = task
+    cls, expected = type(dm), declared_options(type(dm))
+    shared = [k for k, p in inspect.signature(SyntheticDataModule.__init__).parameters.items() if p.default is not p.empty]
+    assert set(shared) - FILLED_IN.get(name, set()) <= set(expected), "every option of the base is the task's option"
+    assert all(v is not inspect.Parameter.empty for v in expected.values()), "the task gives seq_len and vocab_size"
+    parser = ArgumentParser()
+    assert parser.add_class_arguments(cls, "data") == [f"data.{k}" for k in expected]
+    assert parser.get_defaults().data.as_dict() == expected
+    assert init_options(class_path(cls)) == list(expected), "the hint after an unknown option names them all"
+
+
+def test_seqmix_fit_takes_the_shared_options_of_every_task(task, capsys):
+    name, dm = task
+    cls = type(dm)
+    code = 0
+    try:
+        main(["fit", "--model.model.mixer", "attention", "--data", class_path(cls), "--data.init_args.batch_size", "8",
+              "--data.init_args.seed", "3", "--print_config"])
+    except SystemExit as exit_:
+        code = exit_.code
+    data = yaml.safe_load(capsys.readouterr().out)["data"]
+    assert code in (0, None) and data["class_path"] == class_path(cls)
+    assert data["init_args"] == {**declared_options(cls), "batch_size": 8, "seed": 3}
+    built = cls(**data["init_args"])
+    assert (built.batch_size, built.seed, built.seq_len) == (8, 3, declared_options(cls)["seq_len"])
+
+
+@pytest.mark.parametrize("shared", [{"batch_size": 4}, {"seed": 5, "num_workers": 0}])
+def test_hparams_record_every_option_with_its_value_and_rebuild_the_task(task, shared):
+    name, _ = task
+    given = {**CASES[name][0], **shared}  # shared options passed on through **kwargs, or left to the base's defaults
+    dm = build(name, **shared)
+    recorded = {k: v for k, v in dm.hparams.items() if k != "_class_path"}
+    expected = declared_options(type(dm))
+    assert set(recorded) == set(expected)
+    assert recorded["vocab_size"] == dm.vocab_size and recorded["seq_len"] == dm.seq_len  # resolved if None
+    for key, default in expected.items():
+        if given.get(key, default) is not None:
+            assert recorded[key] == given.get(key, default), key
+    assert dm.hparams.get("_class_path") == (None if name == "mqar" else class_path(type(dm)))
+    again = build_task(name, dict(dm.hparams), dm.vocab_size).datamodule  # as `seqmix evaluate` rebuilds it
+    assert type(again) is type(dm) and dict(again.hparams) == dict(dm.hparams)
+    dm.setup()
+    again.setup()
+    for split in SIZES:
+        assert torch.equal(dm.datasets[split].input_ids, again.datasets[split].input_ids)
+        assert torch.equal(dm.datasets[split].labels, again.datasets[split].labels)
+
+
+def test_bad_shared_options_fail_early_in_one_line_naming_them(task):
+    name, _ = task
+    mqar = name == "mqar"
+    sizes = ("num_train_examples", "num_val_examples", "num_test_examples") if mqar else ("num_train", "num_val", "num_test")
+    cases = [("batch_size", 0, "a positive integer"), ("num_workers", -1, "a non-negative integer"),
+             ("seed", 1.5, "a non-negative integer" if mqar else "an integer"), ("batch_size", True, "a positive integer"),
+             *((size, 0, "a positive integer") for size in sizes)]
+    if mqar:  # its NumPy streams take no negative seed
+        cases.append(("seed", -1, "a non-negative integer"))
+    for option, value, kind in cases:
+        with pytest.raises(ValueError) as err:
+            build(name, **{option: value})
+        assert str(err.value) == f"{'MQAR: ' if mqar else ''}{option} must be {kind}, got {value!r}"
 
 
 def test_a_new_task_is_one_class_and_a_registration():

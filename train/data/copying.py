@@ -12,6 +12,8 @@ token (the markers are all the model sees there: no teacher forcing); every othe
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -31,17 +33,12 @@ class SelectiveCopyingDataModule(SyntheticDataModule):
         seq_len: int = 256,
         vocab_size: int = 16,
         num_tokens: int = 16,
-        batch_size: int = 32,
-        num_train: int = 10_000,
-        num_val: int = 500,
-        num_test: int = 500,
-        seed: int = 0,
-        num_workers: int = 0,
+        **kwargs: Any,
     ):
         self.num_tokens = check_int("num_tokens", num_tokens)
         if vocab_size < 4:
             raise ValueError(f"vocab_size={vocab_size} is too small: noise, marker and at least 2 data tokens need >= 4")
-        super().__init__(seq_len, vocab_size, batch_size, num_train, num_val, num_test, seed, num_workers)
+        super().__init__(seq_len, vocab_size, **kwargs)
         self.check(seq_len)
 
     @property

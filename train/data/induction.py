@@ -12,7 +12,7 @@ fixed depth (0: first token, 1: as late as leaves room for the target), uniform 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -33,16 +33,11 @@ class InductionDataModule(SyntheticDataModule):
         self,
         seq_len: int = 256,
         vocab_size: int = 16,
-        batch_size: int = 32,
-        num_train: int = 10_000,
-        num_val: int = 500,
-        num_test: int = 500,
-        seed: int = 0,
-        num_workers: int = 0,
+        **kwargs: Any,
     ):
         if vocab_size < 3:
             raise ValueError(f"vocab_size={vocab_size} is too small: a trigger and at least 2 ordinary tokens need >= 3")
-        super().__init__(seq_len, vocab_size, batch_size, num_train, num_val, num_test, seed, num_workers)
+        super().__init__(seq_len, vocab_size, **kwargs)
         self.check(seq_len)
 
     @property

@@ -9,7 +9,7 @@ the queried keys, labelled with their value (labels are shifted, see the contrac
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -92,6 +92,7 @@ class MQARDataModule(SyntheticDataModule):
     keeps its own option names (``num_train_examples``, ...), as its configs and checkpoints have them."""
 
     chunk_size: ClassVar[int] = _CHUNK
+    message_prefix: ClassVar[str] = "MQAR: "
 
     def __init__(
         self,
@@ -103,27 +104,31 @@ class MQARDataModule(SyntheticDataModule):
         num_val_examples: int = 1_000,
         num_test_examples: int | None = None,
         batch_size: int = 64,
-        seed: int = 0,
-        num_workers: int = 0,
+        **kwargs: Any,
     ):
-        """num_test_examples defaults to num_val_examples; `seed` fixes every split."""
+        """num_test_examples defaults to num_val_examples; `seed` (one of the base's options) fixes every split."""
         check_mqar(seq_len, num_kv_pairs, vocab_size, power_a)
         num_test_examples = num_val_examples if num_test_examples is None else num_test_examples
         for name, value in (("num_train_examples", num_train_examples), ("num_val_examples", num_val_examples),
-                            ("num_test_examples", num_test_examples), ("batch_size", batch_size)):
+                            ("num_test_examples", num_test_examples)):
             check_int(f"MQAR: {name}", value)
-        check_int("MQAR: seed", seed, minimum=0)
-        check_int("MQAR: num_workers", num_workers, minimum=0)
         self.num_kv_pairs, self.power_a = num_kv_pairs, power_a
         super().__init__(seq_len, vocab_size, batch_size, num_train_examples, num_val_examples, num_test_examples,
-                         seed, num_workers)
-        self.hparams.clear()  # record MQAR's own option names, not the base's (and, as before, no _class_path:
-        self.save_hyperparameters()  # MQARDataModule(**dm.hparams) rebuilds it)
+                         **kwargs)
+        # record MQAR's own options first, then the rest of the base's, but not the sizes under the base's names
+        # (and, as before, no _class_path: MQARDataModule(**dm.hparams) rebuilds it)
+        recorded = dict(self.hparams)
+        self.hparams.clear()
+        self.save_hyperparameters()
+        self.hparams.update({k: v for k, v in recorded.items() if k not in ("num_train", "num_val", "num_test", "_class_path")})
 
     @property
     def chance_accuracy(self) -> float:
         """Accuracy of guessing uniformly among the values."""
         return 1.0 / (self.vocab_size - self.vocab_size // 2)
+
+    def check_seed(self, seed: int) -> int:
+        return check_int("MQAR: seed", seed, minimum=0)  # NumPy generators take no negative seed
 
     def check(self, seq_len: int) -> None:
         check_mqar(seq_len, self.num_kv_pairs, self.vocab_size, self.power_a)

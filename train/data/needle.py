@@ -16,7 +16,7 @@ distinct keys at random, non-overlapping places.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -43,12 +43,7 @@ class NeedleDataModule(SyntheticDataModule):
         value_len: int = 1,
         num_needles: int = 1,
         query: str = "one",
-        batch_size: int = 32,
-        num_train: int = 10_000,
-        num_val: int = 500,
-        num_test: int = 500,
-        seed: int = 0,
-        num_workers: int = 0,
+        **kwargs: Any,
     ):
         self.num_keys = check_int("num_keys", num_keys)
         self.num_values = check_int("num_values", num_values, minimum=2)
@@ -65,7 +60,7 @@ class NeedleDataModule(SyntheticDataModule):
                 f"vocab_size={vocab_size} is too small: 2 markers + num_keys={num_keys} + num_values={num_values} "
                 f"+ at least 1 filler token need vocab_size >= {need}"
             )
-        super().__init__(seq_len, vocab_size, batch_size, num_train, num_val, num_test, seed, num_workers)
+        super().__init__(seq_len, vocab_size, **kwargs)
         self.check(seq_len)
 
     @property
@@ -165,23 +160,5 @@ def _arrange(length: int, count: int, nl: int, generator: torch.Generator) -> li
 class MultiNeedleDataModule(NeedleDataModule):
     """Several needles with distinct keys; `query="one"` asks the one at `depth`, `"all"` asks every needle."""
 
-    def __init__(
-        self,
-        seq_len: int = 256,
-        vocab_size: int = 64,
-        num_keys: int = 16,
-        num_values: int = 16,
-        value_len: int = 1,
-        num_needles: int = 4,
-        query: str = "one",
-        batch_size: int = 32,
-        num_train: int = 10_000,
-        num_val: int = 500,
-        num_test: int = 500,
-        seed: int = 0,
-        num_workers: int = 0,
-    ):
-        super().__init__(
-            seq_len, vocab_size, num_keys, num_values, value_len, num_needles, query, batch_size, num_train, num_val,
-            num_test, seed, num_workers,
-        )
+    def __init__(self, num_needles: int = 4, **kwargs: Any):
+        super().__init__(num_needles=num_needles, **kwargs)

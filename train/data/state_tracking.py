@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,12 +55,7 @@ class PermutationDataModule(SyntheticDataModule):
         vocab_size: int | None = None,
         degree: int = 5,
         supervise: str = "last",
-        batch_size: int = 32,
-        num_train: int = 10_000,
-        num_val: int = 500,
-        num_test: int = 500,
-        seed: int = 0,
-        num_workers: int = 0,
+        **kwargs: Any,
     ):
         self.degree = check_int("degree", degree, minimum=2)
         if self.degree > MAX_DEGREE:
@@ -75,7 +71,7 @@ class PermutationDataModule(SyntheticDataModule):
         if isinstance(vocab_size, int) and not isinstance(vocab_size, bool) and vocab_size < needed:
             raise ValueError(f"vocab_size={vocab_size} is too small: the {self.num_elements} elements of S_{self.degree} "
                              f"and the query token need >= {needed}")
-        super().__init__(seq_len, vocab_size, batch_size, num_train, num_val, num_test, seed, num_workers)
+        super().__init__(seq_len, vocab_size, **kwargs)
         self.table = composition_table(permutations(self.degree))
         self.check(seq_len)
 
@@ -112,18 +108,7 @@ class PermutationDataModule(SyntheticDataModule):
 class ParityDataModule(PermutationDataModule):
     """Parity of a bit string (the word problem of S_2): tokens 0 and 1 are the bits, 2 the query; answer 0 or 1."""
 
-    def __init__(
-        self,
-        seq_len: int = 64,
-        vocab_size: int | None = None,
-        supervise: str = "last",
-        batch_size: int = 32,
-        num_train: int = 10_000,
-        num_val: int = 500,
-        num_test: int = 500,
-        seed: int = 0,
-        num_workers: int = 0,
-    ):
-        super().__init__(seq_len, vocab_size, 2, supervise, batch_size, num_train, num_val, num_test, seed, num_workers)
+    def __init__(self, **kwargs: Any):
+        super().__init__(degree=2, **kwargs)
         self.hparams.pop("degree", None)  # may be collected from the parent's frame; parity's degree is not an option
         self.hparams["vocab_size"] = self.vocab_size

@@ -62,8 +62,15 @@ class SyntheticDataModule(L.LightningDataModule):
     A task defines `check` (raise on impossible settings) and `_generate` (a batch of examples from a random stream)
     and registers itself with `@register_task(name)`. Validation and test are drawn at the training length and
     distribution; sweeps over length and depth belong to `seqmix evaluate`, which calls `generate` directly.
-    A task whose random streams are not torch generators (MQAR's NumPy ones) overrides `split_rng`, `task_rng` and
-    `shuffle_seed`."""
+    A task whose random streams are not torch generators (MQAR's NumPy ones) overrides `split_rng`, `task_rng`,
+    `shuffle_seed` and, if they take fewer seeds, `check_seed`.
+
+    A task's `__init__` declares only its own options and its defaults for seq_len and vocab_size, takes
+    `**kwargs: Any` for the options shared here (batch_size, num_train, num_val, num_test, seed, num_workers) and
+    passes them on by name: `super().__init__(seq_len, vocab_size, **kwargs)`, after setting what its `check`
+    reads; a task built on another passes on the same way (MultiNeedle only changes num_needles' default).
+    jsonargparse resolves those `**kwargs` to this signature, so the CLI lists and takes every option with its
+    default here, and `save_hyperparameters` below records every option of every class in the chain."""
 
     task_name: ClassVar[str] = ""
     """The name the task is registered under (set by `@register_task`)."""
@@ -73,6 +80,8 @@ class SyntheticDataModule(L.LightningDataModule):
     """Examples per `_generate` call: bounds the temporaries at long lengths (part of the task's random stream)."""
     max_rounds: ClassVar[int] = 50
     """Redraws allowed for a split whose examples keep landing in an earlier split."""
+    message_prefix: ClassVar[str] = ""
+    """Put before the name of a bad shared option in its error message (MQAR's messages all start "MQAR: ")."""
 
     def __init__(
         self,
@@ -86,16 +95,15 @@ class SyntheticDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
-        self.seq_len = check_int("seq_len", seq_len)
-        self.vocab_size = check_int("vocab_size", vocab_size)
-        self.batch_size = check_int("batch_size", batch_size)
-        self.sizes = {"val": check_int("num_val", num_val), "test": check_int("num_test", num_test),
-                      "train": check_int("num_train", num_train)}  # in drawing order: held-out splits first
+        p = self.message_prefix
+        self.seq_len = check_int(f"{p}seq_len", seq_len)
+        self.vocab_size = check_int(f"{p}vocab_size", vocab_size)
+        self.batch_size = check_int(f"{p}batch_size", batch_size)
+        self.sizes = {"val": check_int(f"{p}num_val", num_val), "test": check_int(f"{p}num_test", num_test),
+                      "train": check_int(f"{p}num_train", num_train)}  # in drawing order: held-out splits first
         self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
-        self.num_workers = check_int("num_workers", num_workers, minimum=0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.seed = seed
+        self.num_workers = check_int(f"{p}num_workers", num_workers, minimum=0)
+        self.seed = self.check_seed(seed)
         self.datasets: dict[str, TokenDataset] = {}
         self.save_hyperparameters()
         self.record_class_path()
@@ -103,6 +111,12 @@ class SyntheticDataModule(L.LightningDataModule):
     def record_class_path(self) -> None:
         """Name the class in the hyperparameters the way LightningCLI does, so a checkpoint tells its task."""
         self.hparams["_class_path"] = class_path(type(self))
+
+    def check_seed(self, seed: int) -> int:
+        """Return seed if the task's random streams can be seeded with it (torch generators: any integer), else raise."""
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"{self.message_prefix}seed must be an integer, got {seed!r}")
+        return seed
 
     @abstractmethod
     def check(self, seq_len: int) -> None:
