@@ -24,10 +24,12 @@ CASES = {
     "permutation": (dict(seq_len=6, degree=3, num_train=60, num_val=12, num_test=10), 1),
 }
 SIZES = {"train": 60, "val": 12, "test": 10}
+REAL_VALUED = {"icl_regression"}
+"""Tasks of real-valued tokens (not token ids): their contract is in tests/train/test_icl_regression.py."""
 
 
 def test_every_registered_task_has_a_case():
-    assert set(TASKS) == set(CASES), "add a tiny case here for every task registered with @register_task"
+    assert set(TASKS) == set(CASES) | REAL_VALUED, "add a tiny case here for every task registered with @register_task"
 
 
 def build(name, **overrides):
