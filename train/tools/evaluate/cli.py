@@ -143,6 +143,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate every checkpoint (under every variant) over the grid; write CSVs, plots and summary.json to args.out."""
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
+    check_kv_policies(args.kv_policy)  # a bad policy fails before any checkpoint is read
     kinds = {is_regression_checkpoint(path) for path in args.ckpt}
     if kinds == {True}:
         return run_regression(args, argv, build_parser(), device)
