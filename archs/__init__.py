@@ -30,6 +30,7 @@ from .model import (
     pattern_name,
     preset,
 )
+from .regression import RegressionModel
 from .retnet import RetNet
 from .rope import RopeScaling, rotary, set_rope_scaling
 from .sizing import match_params, match_width, model_summary, non_embedding_params
@@ -43,8 +44,8 @@ def no_weight_decay(name: str, param) -> bool:
 
 __all__ = [
     "GLA", "MIXERS", "Attention", "DeltaNet", "GatedDeltaNet", "KVPolicy", "KVSchedule", "LanguageModel", "LayerSpec",
-    "LinearAttention", "Mamba", "Mamba2", "Mixer", "MixerFactory", "ModelConfig", "RetNet", "RopeScaling", "SlidingWindow",
-    "State", "get_mixer", "match_params", "match_width", "mixer_from_spec", "mixer_to_spec", "no_weight_decay",
+    "LinearAttention", "Mamba", "Mamba2", "Mixer", "MixerFactory", "ModelConfig", "RegressionModel", "RetNet", "RopeScaling",
+    "SlidingWindow", "State", "get_mixer", "match_params", "match_width", "mixer_from_spec", "mixer_to_spec", "no_weight_decay",
     "model_summary", "non_embedding_params", "parse_kv_policy", "pattern_name", "preset", "register", "rotary", "set_kv_policy",
     "set_rope_scaling",
 ]

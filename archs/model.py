@@ -259,6 +259,22 @@ class Block(nn.Module):
         return (x + self.mlp(self.norm2(x)) if self.mlp is not None else x), state
 
 
+def init_blocks(blocks: nn.ModuleList) -> None:
+    """Initialise the blocks' own layers (the MLPs); each mixer initialises itself (Mamba's A_log, D and dt bias must
+    survive)."""
+    for block in blocks:
+        if block.mlp is not None:
+            nn.init.normal_(block.mlp.fc.weight, std=0.02)
+            nn.init.normal_(block.mlp.proj.weight, std=0.02 / math.sqrt(2 * len(blocks)))
+
+
+def blocks_param_count(config: ModelConfig, mixers: list[Mixer]) -> int:
+    """Parameters of the Blocks around these mixers, analytically: each block's norms, MLP and mixer."""
+    c = config
+    per_layer = c.d_model + (2 * c.d_model * c.hidden + c.d_model if c.hidden else 0)
+    return sum(per_layer + m.param_count() for m in mixers)
+
+
 class LanguageModel(nn.Module):
     """embedding -> N x Block (each with its layer's mixer) -> RMSNorm -> tied head; token ids (B, L) -> logits (B, L, V)."""
 
@@ -271,12 +287,8 @@ class LanguageModel(nn.Module):
         self._init_backbone()
 
     def _init_backbone(self) -> None:
-        # Only the backbone's own layers: each mixer initialises itself (Mamba's A_log, D and dt bias must survive).
         nn.init.normal_(self.embed.weight, std=0.02)
-        for block in self.blocks:
-            if block.mlp is not None:
-                nn.init.normal_(block.mlp.fc.weight, std=0.02)
-                nn.init.normal_(block.mlp.proj.weight, std=0.02 / math.sqrt(2 * self.config.n_layers))
+        init_blocks(self.blocks)
 
     @property
     def mixers(self) -> list[Mixer]:
@@ -316,9 +328,7 @@ class LanguageModel(nn.Module):
     def param_count(self, embedding: bool = True) -> int:
         """Parameters, analytically: the tied embedding once, plus every layer and the final norm."""
         c = self.config
-        per_layer = c.d_model + (2 * c.d_model * c.hidden + c.d_model if c.hidden else 0)
-        body = sum(per_layer + m.param_count() for m in self.mixers) + c.d_model
-        return body + (c.vocab_size * c.d_model if embedding else 0)
+        return blocks_param_count(c, self.mixers) + c.d_model + (c.vocab_size * c.d_model if embedding else 0)
 
     def flops_per_token(self, seq_len: int) -> float:
         """Forward FLOPs per token at context seq_len: mixers, MLPs and the output head."""

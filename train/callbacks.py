@@ -33,7 +33,8 @@ def peak_memory(device: torch.device) -> tuple[str, int]:
 class PerfMonitor(Callback):
     """Logs `perf/tokens_per_s` (training tokens / wall time over the last `window` steps, not counting the first
     `warmup_steps` steps nor validation pauses) and peak memory (`perf/peak_mem_cuda_bytes` on CUDA, else
-    `perf/peak_rss_bytes`, the process's peak RSS). Tokens are ``input_ids.numel()`` per batch on this process."""
+    `perf/peak_rss_bytes`, the process's peak RSS). Tokens per batch on this process: the module's ``batch_tokens(batch)``
+    where it has one (LMTask: ``input_ids.numel()``), else ``input_ids.numel()``."""
 
     def __init__(self, window: int = 20, warmup_steps: int = 5):
         super().__init__()
@@ -65,7 +66,8 @@ class PerfMonitor(Callback):
         elapsed, self._last = now - (self._last if self._last is not None else now), now
         self._seen += 1
         if self._seen > self.warmup_steps and elapsed > 0:
-            self._steps.append((elapsed, batch["input_ids"].numel()))
+            count = getattr(pl_module, "batch_tokens", None)
+            self._steps.append((elapsed, count(batch) if callable(count) else batch["input_ids"].numel()))
         if self._steps:
             seconds = sum(s for s, _ in self._steps)
             pl_module.log("perf/tokens_per_s", sum(n for _, n in self._steps) / seconds, on_step=True, on_epoch=False)

@@ -19,10 +19,11 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from .callbacks import FinalMetrics, PerfMonitor
 from .checkpoint import AtomicCheckpointIO, ResumeState, RunCheckpoint
+from .config_files import model_class_given
 from .data import DataError
 from .errors import SeqmixError
 from .guards import NonFiniteError, NonFiniteGuard
-from .module import LMTask
+from .module import DEFAULT_MODEL, LMTask
 from .preflight import OneLineErrorParser, unwritable
 from .progress import progress_bar
 
@@ -71,6 +72,17 @@ def _innermost_value_error(err: BaseException) -> BaseException:
     return found
 
 
+def data_vocab_size(data: Any) -> int:
+    """The model's vocab_size for a data module: its own, or ModelConfig's default for one without tokens (a model of
+    real-valued inputs has no embedding to size)."""
+    return getattr(data, "vocab_size", None) or DEFAULT_MODEL.vocab_size
+
+
+def data_token_dim(data: Any) -> int | None:
+    """The width of a data module's real-valued tokens (its `token_dim`), None for a token task."""
+    return getattr(data, "token_dim", None)
+
+
 class SeqmixCLI(LightningCLI):
     """LightningCLI with seqmix's links, callbacks, loggers and one-line configuration errors."""
 
@@ -79,7 +91,12 @@ class SeqmixCLI(LightningCLI):
                             help=f"W&B logging: {', '.join(WANDB_MODES)} (auto: online only if W&B is configured)")
         parser.add_argument("--run_name", type=str | None, default=None,
                             help="run directory / W&B run name (default: <task>-<mixer>)")
-        parser.link_arguments("data.vocab_size", "model.model.vocab_size", apply_on="instantiate")
+        if self.subclass_mode_model:  # `model` is {class_path, init_args}: LMTask or a subclass (see model_class_given)
+            parser.link_arguments("data", "model.init_args.model.vocab_size", compute_fn=data_vocab_size,
+                                  apply_on="instantiate")
+            parser.link_arguments("data", "model.init_args.d_in", compute_fn=data_token_dim, apply_on="instantiate")
+        else:
+            parser.link_arguments("data.vocab_size", "model.model.vocab_size", apply_on="instantiate")
         parser.add_lightning_class_args(PerfMonitor, "perf")
         parser.add_lightning_class_args(FinalMetrics, "final_metrics")
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
@@ -249,6 +266,7 @@ def _cli(args: list[str], run: bool) -> SeqmixCLI:
         LMTask,
         LightningDataModule,
         run=run,
+        subclass_mode_model=model_class_given(args, TRAINER_SUBCOMMANDS),
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,

@@ -1,8 +1,9 @@
-"""Config files given with -c / --config: found in argv, checked to be a YAML mapping (file, line, column), and the
-init_args a later class choice silently dropped."""
+"""Config files given with -c / --config: found in argv, checked to be a YAML mapping (file, line, column), whether
+they name the model's class, and the init_args a later class choice silently dropped."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import yaml
 from .dotted import import_object
 
 CONFIG_FLAGS = ("-c", "--config")
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def config_files(args: Sequence[str]) -> list[str]:
@@ -93,3 +95,41 @@ def dropped_init_args(files: Iterable[str], cfg: Any) -> list[str]:
                              f"{'is' if one else 'are'} dropped ({class_path.rsplit('.', 1)[-1]} does not take "
                              f"{'it' if one else 'them'})")
     return notes
+
+
+def _yaml(text_or_path: str) -> Any:
+    """A config file's parsed YAML, or the value itself parsed as YAML when it is not a file; None if unreadable."""
+    file = Path(text_or_path).expanduser()
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8") if file.is_file() else text_or_path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None  # the parser reports an unreadable file in one line
+
+
+def _has_class_path(model: Any) -> bool:
+    return isinstance(model, dict) and "class_path" in model
+
+
+def _dotted_name(value: str) -> bool:
+    """Whether a value names a class (`pkg.module.Class`) rather than a config file."""
+    return bool(re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", value)) and Path(value).suffix not in CONFIG_SUFFIXES
+
+
+def model_class_given(args: Sequence[str], sections: Iterable[str] = ()) -> bool:
+    """Whether the command names the model's class: `--model CLASS` (a dotted name, or a file or inline mapping
+    with a `class_path`), `--model.class_path`, or a `model:` holding a `class_path` in a config file (at its top or
+    under one of `sections`, e.g. `fit:`). Then the CLI takes the model as {class_path, init_args}, LMTask or any
+    subclass (e.g. train.regression.RegressionTask); else it is LMTask with its options directly under `model`, as
+    in every config written before (their files, printed configs and saved config.yaml keep that shape)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--model.class_path"):
+            return True
+        value = args[i + 1] if arg == "--model" and i + 1 < len(args) else arg[8:] if arg.startswith("--model=") else None
+        if value is not None and (_has_class_path(_yaml(value)) or _dotted_name(value)):
+            return True
+    for path in config_files(args):
+        data = _yaml(path)
+        parts = [data, *(data.get(name) for name in sections)] if isinstance(data, dict) else []
+        if any(isinstance(part, dict) and _has_class_path(part.get("model")) for part in parts):
+            return True
+    return False

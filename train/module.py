@@ -54,17 +54,25 @@ class LMTask(L.LightningModule):
                 raise ValueError(f"param_budget={param_budget!r}: {problem}")
         check_model_fits(config, param_budget)
         self.config = config
-        self.model = LanguageModel(config)
+        self.model = self.build_model(config)
         self.save_hyperparameters({
             "model": config.to_dict(), "param_budget": param_budget, "lr": lr, "weight_decay": weight_decay,
             "betas": tuple(betas), "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
         })
         rank_zero_info(
             f"seqmix model: mixer={config.mixer_name} d_model={config.d_model} d_ff={config.hidden} "
-            f"n_layers={config.n_layers} vocab_size={config.vocab_size} params total={self.param_counts['total']:,} "
+            f"n_layers={config.n_layers} {self.describe_inputs()} params total={self.param_counts['total']:,} "
             f"non-embedding={self.param_counts['non_embedding']:,}"
             + (f" (budget {param_budget:,})" if param_budget is not None else "")
         )
+
+    def build_model(self, config: ModelConfig) -> torch.nn.Module:
+        """The network this task trains, built from the (resized) config (a subclass may build another)."""
+        return LanguageModel(config)
+
+    def describe_inputs(self) -> str:
+        """What the model reads, for the log line that describes it."""
+        return f"vocab_size={self.config.vocab_size}"
 
     @property
     def param_counts(self) -> dict[str, int]:
@@ -78,6 +86,10 @@ class LMTask(L.LightningModule):
     def forward(self, input_ids: Tensor) -> Tensor:
         """Logits (B, L, V) for token ids (B, L)."""
         return self.model(input_ids)
+
+    def batch_tokens(self, batch: dict[str, Tensor]) -> int:
+        """Tokens in a batch (B * L), for throughput."""
+        return batch["input_ids"].numel()
 
     def setup(self, stage: str) -> None:
         """Check the data fits the model's vocabulary; record the resolved model in every logger."""

@@ -120,7 +120,7 @@ SHIPPED = available(cli.PACKAGE_ROOT)
 
 def test_the_reproductions_the_issue_asks_for_are_shipped():
     assert {p.name for p in SHIPPED} == {"induction", "selective_copying", "zoology_mqar", "state_tracking",
-                                         "recall_vs_state", "needle"}
+                                         "recall_vs_state", "needle", "icl_regression"}
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
@@ -145,7 +145,8 @@ def test_list_prints_every_reproduction_with_its_claim(capsys):
 def test_an_unknown_reproduction_is_rejected_in_one_line(capsys):
     assert cli.main(["nope", "--root", str(cli.PACKAGE_ROOT)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("seqmix reproduce: error: unknown reproduction 'nope'; choose one of induction") and "\n" not in err
+    names = ", ".join(p.name for p in SHIPPED)
+    assert err == f"seqmix reproduce: error: unknown reproduction 'nope'; choose one of {names}" and "\n" not in err
 
 
 def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):

@@ -33,10 +33,12 @@ CASES = {
 SIZES = {"train": 60, "val": 12, "test": 10}
 FILLED_IN = {"parity": {"degree"}, "mqar": {"num_train", "num_val", "num_test"}}
 """Options of a parent's __init__ that a task passes on itself instead of taking them (MQAR names the sizes its way)."""
+REAL_VALUED = {"icl_regression"}
+"""Tasks of real-valued tokens (not token ids): their contract is in tests/train/test_icl_regression.py."""
 
 
 def test_every_registered_task_has_a_case():
-    assert set(TASKS) == set(CASES), "add a tiny case here for every task registered with @register_task"
+    assert set(TASKS) == set(CASES) | REAL_VALUED, "add a tiny case here for every task registered with @register_task"
 
 
 def build(name, **overrides):

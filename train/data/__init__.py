@@ -15,7 +15,7 @@ The contract (every `LightningDataModule` used with `seqmix.train.module.LMTask`
 
 from __future__ import annotations
 
-from . import copying, induction, mqar, needle, state_tracking  # noqa: E402, F401, I001  (importing registers the tasks)
+from . import copying, icl_regression, induction, mqar, needle, state_tracking  # noqa: E402, F401, I001  (importing registers the tasks)
 from .batch import IGNORE_INDEX, DataError, TokenDataset
 from .tasks import TASKS, get_task, register_task, task_name
 

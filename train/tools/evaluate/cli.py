@@ -18,6 +18,8 @@ from ...data.synthetic import check_depth
 from ...io import atomic_write
 from .grid import length_curve, sweep, write_csv
 from .plots import plot_curve, plot_heatmap, plot_recall_vs_state
+from .regression import is_regression_checkpoint
+from .regression import run as run_regression
 from .tasks import DEFAULT_DEPTHS, DEFAULT_FACTORS, DEPTH_LABELS, TASKS, Task, build_task, infer_task, load_checkpoint
 from .variants import Variant, check_kv_policies, rope_scalings, takes_kv_policy, variants
 
@@ -47,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", nargs="+", required=True, type=Path, help="one or more checkpoints (one curve each)")
     p.add_argument("--task", choices=list(TASKS), help="the task (default: the data class recorded in the checkpoint)")
     p.add_argument("--labels", nargs="+", help="a label per checkpoint (default: its mixer name)")
-    p.add_argument("--lengths", nargs="+", type=int, help="context lengths (default: training length x 1, 2, 4, 8, 16)")
+    p.add_argument("--lengths", nargs="+", type=int, help="context lengths (default: training length x 1, 2, 4, 8, 16); "
+                   "for in-context regression, numbers of context points N (default 1 .. twice the training N)")
     p.add_argument("--depths", nargs="+", type=float, help="depths in [0, 1] for tasks with a depth (default: 0 .25 .5 .75 1)")
     p.add_argument("--rope-scaling", nargs="+", metavar="METHOD",
                    help="evaluate every RoPE checkpoint once per method: none, pi, ntk, yarn (one curve each)")
@@ -62,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recall-vs-state", action="store_true",
                    help="write recall_vs_state.csv / .png: accuracy against decode-state bytes per sequence, a line per "
                    "label (mixer) and KV-policy family; checkpoints with the same label form one line")
+    p.add_argument("--gd-comparison", action="store_true",
+                   help="in-context regression checkpoints: also write gd_comparison.csv, each model and its untrained "
+                   "twin against one step of gradient descent on the same contexts (von Oswald et al. 2023)")
     p.add_argument("--num-examples", type=int, default=200, help="fresh examples per grid cell (default 200)")
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass, at most (default 32)")
     p.add_argument("--max-tokens", type=int, default=1 << 17, help="tokens per forward pass, at most (default 131072)")
@@ -137,6 +143,15 @@ def run(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate every checkpoint (under every variant) over the grid; write CSVs, plots and summary.json to args.out."""
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
+    check_kv_policies(args.kv_policy)  # a bad policy fails before any checkpoint is read
+    kinds = {is_regression_checkpoint(path) for path in args.ckpt}
+    if kinds == {True}:
+        return run_regression(args, argv, build_parser(), device)
+    if True in kinds:
+        raise ValueError("--ckpt mixes in-context regression checkpoints with token-task ones; evaluate them separately")
+    if args.gd_comparison:
+        raise ValueError("--gd-comparison compares in-context regression checkpoints with gradient descent; these are "
+                         "token-task checkpoints")
     task_name, plans = plan(args, device)
     args.out.mkdir(parents=True, exist_ok=True)
     grid_rows, curves, runs, recall_rows = [], {}, [], []

@@ -1,7 +1,9 @@
-"""The figures of `seqmix evaluate`: the length x depth heatmap, the extrapolation curve, recall against state bytes."""
+"""The figures of `seqmix evaluate`: the length x depth heatmap, the extrapolation curve, recall against state bytes,
+and in-context regression's loss against the number of context points."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,40 @@ def plot_recall_vs_state(rows: list[dict[str, Any]], path: Path, title: str, cha
     axes[0][0].set_ylabel("accuracy (answer tokens)")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_context_curve(rows: list[dict[str, Any]], path: Path, train_contexts: list[int], baseline: float,
+                       references: Sequence[str] = ()) -> None:
+    """In-context regression: MSE against the number of context points, one line per model (black, dashed or dotted,
+    for the `references`), the training N and the zero predictor's MSE marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = iter(plt.get_cmap("tab20").colors)
+    for label in dict.fromkeys(r["model"] for r in rows):  # first-seen order: the models, then the references
+        points = sorted((r["num_context"], r["mse"]) for r in rows if r["model"] == label)
+        if label in references:
+            style = dict(color="black", linestyle=["--", ":", "-."][list(references).index(label) % 3], linewidth=1.5)
+        else:
+            style = dict(color=next(colours, None), marker="o", markersize=3)
+        ax.plot(*zip(*points, strict=True), label=label, **style)
+    for n in train_contexts:
+        ax.axvline(n, color="grey", linestyle=":", linewidth=1, label=f"training N = {n}")
+    ax.axhline(baseline, color="grey", linestyle="-.", linewidth=1, label=f"predict 0 (MSE {baseline:.3g})")
+    top = max(r["mse"] for r in rows)
+    ax.set_ylim(0, 1.1 * min(top, 2 * baseline))  # an untrained-looking model far above the prior would flatten the rest
+    ax.set_xticks(sorted({r["num_context"] for r in rows}))
+    ax.set_xlabel("context points N")
+    ax.set_ylabel("MSE at the query (held-out tasks)")
+    ax.set_title("in-context linear regression: loss against context size")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
