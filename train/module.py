@@ -17,6 +17,7 @@ from seqmix.archs import LanguageModel, ModelConfig
 from .loss import lm_loss_and_accuracy
 from .memory import check_model_fits, physical_memory
 from .optim import check_optimizer_args, lr_factor, param_groups
+from .warm_start import load_weights
 
 DEFAULT_MODEL = ModelConfig()
 
@@ -37,9 +38,12 @@ class LMTask(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
+        init_from: str | None = None,
     ):
         """`model` may also be the dict saved in hparams; with `param_budget` (non-embedding parameters) the model is
-        resized by archs.match_params, and the resized config is what hparams hold (resizing it again is a no-op)."""
+        resized by archs.match_params, and the resized config is what hparams hold (resizing it again is a no-op).
+        `init_from`: a checkpoint of the same model whose weights this run starts from (optimiser and schedule fresh);
+        not kept in hparams, so a checkpoint of this run loads without it."""
         super().__init__()
         config = ModelConfig.from_dict(model) if isinstance(model, dict) else model
         if not isinstance(config, ModelConfig):
@@ -55,6 +59,8 @@ class LMTask(L.LightningModule):
         check_model_fits(config, param_budget)
         self.config = config
         self.model = self.build_model(config)
+        if init_from is not None:
+            load_weights(self.model, config, init_from)
         self.save_hyperparameters({
             "model": config.to_dict(), "param_budget": param_budget, "lr": lr, "weight_decay": weight_decay,
             "betas": tuple(betas), "warmup_steps": warmup_steps, "min_lr_ratio": min_lr_ratio,
