@@ -67,3 +67,41 @@ def test_the_icl_readme_tables_are_recomputed_from_the_csvs():
     for rows, from_gd in ((gd, True), (curve, False)):
         mine = [{k: v for k, v in r.items() if k != "step" and v != ""} for r in combined if bool(r["weights"]) == from_gd]
         assert mine == [{k: v for k, v in r.items() if v != ""} for r in rows]
+
+
+INDUCTION = cli.PACKAGE_ROOT / "induction" / "diagnostics"
+INDUCTION_RUNS = {"mamba_scratch256": "Mamba, from scratch at 256", "mamba_64": "Mamba at 64",
+                  "mamba_warm256": "Mamba at 256, from the 64-token weights",
+                  "attention_rope_scratch256": "attention (RoPE), from scratch at 256"}
+INDUCTION_LENGTHS = (256, 1024, 4096, 16384)
+
+
+def induction_runs_table() -> str:
+    """Per diagnostic run: where it left the chance plateau, its last validation, accuracy at several lengths."""
+    lines = ["| run | first check ≥ 0.5 (step) | last check: step, val acc | "
+             + " | ".join(f"L={n}" for n in INDUCTION_LENGTHS) + " |", "|---|---|---|" + "---|" * len(INDUCTION_LENGTHS)]
+    for run, label in INDUCTION_RUNS.items():
+        val = read(INDUCTION / f"{run}_val.csv")
+        left = next((r["step"] for r in val if float(r["val_acc"]) >= 0.5), "never")
+        curve = INDUCTION / f"{run}_extrapolation.csv"
+        acc = {int(r["length"]): float(r["accuracy"]) for r in read(curve)} if curve.is_file() else {}
+        cells = " | ".join(f"{acc[n]:.3f}" if n in acc else "–" for n in INDUCTION_LENGTHS)
+        lines.append(f"| {label} | {left} | {val[-1]['step']}, {float(val[-1]['val_acc']):.3f} | {cells} |")
+    return "\n".join(lines)
+
+
+def induction_depth_table(run: str) -> str:
+    """Accuracy by the first trigger's depth (0: the start of the context) at each evaluated length."""
+    rows = read(INDUCTION / f"{run}_heatmap.csv")
+    depths = list(dict.fromkeys(float(r["depth"]) for r in rows))
+    acc = {(int(r["length"]), float(r["depth"])): float(r["accuracy"]) for r in rows}
+    lines = ["| length | " + " | ".join(f"depth {d:g}" for d in depths) + " |", "|---|" + "---|" * len(depths)]
+    for n in dict.fromkeys(int(r["length"]) for r in rows):
+        lines.append(f"| {n} | " + " | ".join(f"{acc[(n, d)]:.3f}" for d in depths) + " |")
+    return "\n".join(lines)
+
+
+def test_the_induction_diagnostics_tables_are_the_ones_the_checked_in_csvs_give():
+    readme = (cli.PACKAGE_ROOT / "induction" / "README.md").read_text()
+    assert induction_runs_table() in readme
+    assert induction_depth_table("mamba_warm256") in readme
