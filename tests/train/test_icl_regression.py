@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 
 from seqmix.train.data import TASKS, DataError, get_task, task_name
 from seqmix.train.data.icl_regression import ICLRegressionDataModule
@@ -20,6 +21,22 @@ def test_registered_by_name_and_class_path():
     assert TASKS["icl_regression"] is ICLRegressionDataModule
     assert task_name(class_path(ICLRegressionDataModule)) == "icl_regression"
     assert build().hparams["_class_path"] == class_path(ICLRegressionDataModule)
+
+
+OPTIONS = {"dim": 10, "num_context": 10, "noise_std": 0.0, "x_range": 1.0, "batch_size": 64, "num_train": 10_000,
+           "num_val": 500, "num_test": 500, "seed": 0, "num_workers": 0}
+"""Every option in the order the CLI lists it, with its default (the shared ones come from the seeded-splits base)."""
+
+
+def test_the_parser_lists_every_option_and_hparams_record_them_in_that_order():
+    parser = ArgumentParser()
+    assert parser.add_class_arguments(ICLRegressionDataModule, "data") == [f"data.{k}" for k in OPTIONS]
+    assert parser.get_defaults().data.as_dict() == OPTIONS
+    dm = ICLRegressionDataModule(seed=3, num_test=7, dim=2)  # out of order, some left to their defaults
+    assert list(dm.hparams.items()) == [*{**OPTIONS, "dim": 2, "num_test": 7, "seed": 3}.items(),
+                                        ("_class_path", class_path(ICLRegressionDataModule))]
+    assert dict(ICLRegressionDataModule(**{k: v for k, v in dm.hparams.items() if k != "_class_path"}).hparams) == \
+        dict(dm.hparams)
 
 
 @pytest.mark.parametrize("num_context", [1, 6, 13])

@@ -11,6 +11,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from seqmix.train.data import IGNORE_INDEX, TASKS, get_task, task_name
+from seqmix.train.data.splits import SeededSplitsDataModule
 from seqmix.train.data.synthetic import SyntheticDataModule, row_keys
 from seqmix.train.data.tasks import class_path, register_task
 from seqmix.train.main import main
@@ -137,7 +138,7 @@ def declared_options(cls: type) -> dict[str, object]:
 def test_the_parser_lists_every_shared_option_with_the_tasks_defaults(task):
     name, dm = task
     cls, expected = type(dm), declared_options(type(dm))
-    shared = [k for k, p in inspect.signature(SyntheticDataModule.__init__).parameters.items() if p.default is not p.empty]
+    shared = [k for k, p in inspect.signature(SeededSplitsDataModule.__init__).parameters.items() if p.default is not p.empty]
     assert set(shared) - FILLED_IN.get(name, set()) <= set(expected), "every option of the base is the task's option"
     assert all(v is not inspect.Parameter.empty for v in expected.values()), "the task gives seq_len and vocab_size"
     parser = ArgumentParser()

@@ -15,19 +15,14 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..checks import check_int
 from .batch import DataError
-from .resumable import train_loader
-from .synthetic import seeded_generator
-from .tasks import class_path, register_task
-
-SPLITS = ("val", "test", "train")
-"""Drawing order: the held-out splits first, each from its own stream."""
+from .splits import SeededSplitsDataModule, seeded_generator
+from .tasks import register_task
 
 
 class RegressionDataset(Dataset):
@@ -55,10 +50,14 @@ def _check_real(name: str, value: Any, low: float, strict: bool) -> float:
 
 
 @register_task("icl_regression")
-class ICLRegressionDataModule(L.LightningDataModule):
-    """Seeded in-context linear regression: disjoint val / test / train tasks, fresh tasks at any N from `generate`."""
+class ICLRegressionDataModule(SeededSplitsDataModule):
+    """Seeded in-context linear regression: disjoint val / test / train tasks, fresh tasks at any N from `generate`.
+
+    Its options are its own plus the base's shared ones (batch_size defaults to 64 here), passed on through `**kwargs`."""
 
     has_depth: ClassVar[bool] = False
+    max_rounds: ClassVar[int] = 1
+    """Real-valued tasks never repeat unless the splits' streams do: a repeated task is an error, not redrawn."""
 
     def __init__(
         self,
@@ -67,27 +66,13 @@ class ICLRegressionDataModule(L.LightningDataModule):
         noise_std: float = 0.0,
         x_range: float = 1.0,
         batch_size: int = 64,
-        num_train: int = 10_000,
-        num_val: int = 500,
-        num_test: int = 500,
-        seed: int = 0,
-        num_workers: int = 0,
+        **kwargs: Any,
     ):
-        super().__init__()
         self.dim = check_int("dim", dim)
         self.num_context = check_int("num_context", num_context)
         self.noise_std = _check_real("noise_std", noise_std, 0.0, strict=False)
         self.x_range = _check_real("x_range", x_range, 0.0, strict=True)
-        self.batch_size = check_int("batch_size", batch_size)
-        self.sizes = {"val": check_int("num_val", num_val), "test": check_int("num_test", num_test),
-                      "train": check_int("num_train", num_train)}
-        self.num_workers = check_int("num_workers", num_workers, minimum=0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.seed = seed
-        self.datasets: dict[str, RegressionDataset] = {}
-        self.save_hyperparameters()
-        self.hparams["_class_path"] = class_path(type(self))  # a checkpoint tells its task, as the token tasks do
+        super().__init__(batch_size=batch_size, **kwargs)
 
     @property
     def token_dim(self) -> int:
@@ -120,41 +105,15 @@ class ICLRegressionDataModule(L.LightningDataModule):
         inputs[:, -1, -1] = 0.0  # the query's y is what is asked
         return {"inputs": inputs, "targets": y[:, -1].clone(), "w": w}
 
-    def split_rng(self, split: str) -> torch.Generator:
-        """The random stream a split is drawn from (each split its own, fixed by the seed)."""
-        return seeded_generator(self.seed, split)
+    def split_examples(self, n: int, rng: torch.Generator) -> dict[str, Tensor]:
+        return self.generate(n, generator=rng)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Draw val, test, then train, each from its own stream; a task seen in an earlier split is an error."""
-        if self.datasets:
-            return
-        earlier: set[bytes] = set()
-        for split in SPLITS:
-            batch = self.generate(self.sizes[split], generator=self.split_rng(split))
-            keys = [row.numpy().tobytes() for row in batch["inputs"]]
-            if earlier.intersection(keys):
-                raise DataError(f"{type(self).__name__}: the {split} split repeats a task of an earlier split; the "
-                                "splits' random streams are not independent")
-            earlier.update(keys)
-            self.datasets[split] = RegressionDataset(batch["inputs"], batch["targets"])
+    def example_keys(self, batch: dict[str, Tensor]) -> list[bytes]:
+        return [row.numpy().tobytes() for row in batch["inputs"]]
 
-    def _loader(self, split: str) -> DataLoader:
-        self.setup()
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+    def make_dataset(self, batch: dict[str, Tensor]) -> RegressionDataset:
+        return RegressionDataset(batch["inputs"], batch["targets"])
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled anew each epoch (seeded), resumable mid-epoch, sharded under DDP."""
-        self.setup()
-        return train_loader(self, self.datasets["train"], self.batch_size,
-                            seed=seeded_generator(self.seed, "shuffle").initial_seed(), num_workers=self.num_workers,
-                            persistent_workers=self.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def overlap_error(self, split: str, wanted: int, have: int) -> DataError:
+        return DataError(f"{type(self).__name__}: the {split} split repeats a task of an earlier split; the splits' "
+                         "random streams are not independent")

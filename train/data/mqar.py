@@ -113,8 +113,8 @@ class MQARDataModule(SyntheticDataModule):
                             ("num_test_examples", num_test_examples)):
             check_int(f"MQAR: {name}", value)
         self.num_kv_pairs, self.power_a = num_kv_pairs, power_a
-        super().__init__(seq_len, vocab_size, batch_size, num_train_examples, num_val_examples, num_test_examples,
-                         **kwargs)
+        super().__init__(seq_len, vocab_size, batch_size=batch_size, num_train=num_train_examples,
+                         num_val=num_val_examples, num_test=num_test_examples, **kwargs)
         # record MQAR's own options first, then the rest of the base's, but not the sizes under the base's names
         # (and, as before, no _class_path: MQARDataModule(**dm.hparams) rebuilds it)
         recorded = dict(self.hparams)

@@ -8,7 +8,7 @@ from typing import TypeVar
 T = TypeVar("T", bound=type)
 
 TASKS: dict[str, type] = {}
-"""Task name -> its data module class (a `SyntheticDataModule` subclass); filled by `@register_task`."""
+"""Task name -> its data module class (a `SeededSplitsDataModule` subclass); filled by `@register_task`."""
 
 
 def register_task(name: str) -> Callable[[T], T]:
