@@ -163,7 +163,8 @@ def test_append_adds_arguments_to_every_step_of_a_kind(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     fits = [line for line in lines if " seqmix fit " in line]
     tiny_fits = [s for s in load(cli.PACKAGE_ROOT / "induction", "tiny").steps if s.kind == "fit"]
-    assert len(fits) == len(tiny_fits) >= 2 and all("--trainer.max_steps=2" in f and "--trainer.max_steps=7 --model.lr=0.5" in f for f in fits)
+    assert len(fits) == len(tiny_fits) >= 2
+    assert all("--trainer.max_steps=2" in f and "--trainer.max_steps=7 --model.lr=0.5" in f for f in fits)
     assert "max_steps=7" not in next(line for line in lines if line.startswith("curve:"))
     assert cli.main(["induction", "--dry-run", "--append", "sweep: --x", "--root", str(cli.PACKAGE_ROOT)]) == 2
     assert "induction (preset full) has no sweep step" in capsys.readouterr().err
