@@ -72,6 +72,7 @@ def test_the_icl_readme_tables_are_recomputed_from_the_csvs():
 INDUCTION = cli.PACKAGE_ROOT / "induction" / "diagnostics"
 INDUCTION_RUNS = {"mamba_scratch256": "Mamba, from scratch at 256", "mamba_64": "Mamba at 64",
                   "mamba_warm256": "Mamba at 256, from the 64-token weights",
+                  "mamba_warm256_more": "the same, 2000 steps more at 256",
                   "attention_rope_scratch256": "attention (RoPE), from scratch at 256"}
 INDUCTION_LENGTHS = (256, 1024, 4096, 16384)
 
@@ -105,3 +106,4 @@ def test_the_induction_diagnostics_tables_are_the_ones_the_checked_in_csvs_give(
     readme = (cli.PACKAGE_ROOT / "induction" / "README.md").read_text()
     assert induction_runs_table() in readme
     assert induction_depth_table("mamba_warm256") in readme
+    assert induction_depth_table("mamba_warm256_more") in readme
