@@ -286,7 +286,8 @@ def main(args: list[str] | None = None) -> int:
         print(message if message.startswith("seqmix") else f"seqmix: error: {message}", file=sys.stderr)
         return 2
     except NonFiniteError as err:  # training diverged: the run directory holds what was done
-        print(f"seqmix {argv[0] if argv else 'fit'}: error: {err}", file=sys.stderr)
+        # one write, newline included: under DDP every process reports, and stderr writes through per call
+        sys.stderr.write(f"seqmix {argv[0] if argv else 'fit'}: error: {err}\n")
         return 1
     return 0
 
