@@ -21,7 +21,7 @@ from .callbacks import FinalMetrics, PerfMonitor
 from .checkpoint import AtomicCheckpointIO, ResumeState, RunCheckpoint
 from .config_files import model_class_given
 from .data import DataError
-from .errors import SeqmixError
+from .errors import SeqmixError, report
 from .guards import NonFiniteError, NonFiniteGuard
 from .module import DEFAULT_MODEL, LMTask
 from .preflight import OneLineErrorParser, unwritable
@@ -282,12 +282,10 @@ def main(args: list[str] | None = None) -> int:
     try:
         cli(argv)
     except SeqmixError as err:
-        message = str(err)
-        print(message if message.startswith("seqmix") else f"seqmix: error: {message}", file=sys.stderr)
+        report(str(err))
         return 2
     except NonFiniteError as err:  # training diverged: the run directory holds what was done
-        # one write, newline included: under DDP every process reports, and stderr writes through per call
-        sys.stderr.write(f"seqmix {argv[0] if argv else 'fit'}: error: {err}\n")
+        report(f"seqmix {argv[0] if argv else 'fit'}: error: {err}")
         return 1
     return 0
 

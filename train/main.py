@@ -7,7 +7,7 @@ import sys
 from .cli import TRAINER_SUBCOMMANDS
 from .cli import main as trainer_main
 from .dotted import import_object
-from .errors import SeqmixError
+from .errors import SeqmixError, report
 
 SUBCOMMANDS = {
     "bench": "seqmix.train.tools.bench.cli:main",
@@ -67,8 +67,7 @@ def main(args: list[str] | None = None) -> None:
         else:
             raise SeqmixError(f"unknown command {argv[0]!r}; choose one of {', '.join([*TRAINER_SUBCOMMANDS, *SUBCOMMANDS])}")
     except SeqmixError as err:
-        message = str(err)
-        print(message if message.startswith("seqmix") else f"seqmix: error: {message}", file=sys.stderr)
+        report(str(err))
         code = 2
     if code:
         sys.exit(code)
